@@ -1,0 +1,113 @@
+"""Fully offline, scripted voice conversation for a real Pipecat pipeline.
+
+Nothing here touches the network or needs keys. A scripted caller talks to the
+bot through :class:`OfflineTransport` in real time, and the offline services
+stand in for Deepgram STT, an OpenAI LLM and Cartesia TTS, reporting real Pipecat
+metrics (TTFB, processing time, token/character/audio-seconds usage) under the
+``simulated/...`` model names. Build the usual pipeline::
+
+    services = create_offline_services(QUICK_SCRIPT)
+    context = LLMContext()
+    user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
+        context, user_params=services.user_params
+    )
+    pipeline = Pipeline([
+        services.transport.input(), services.stt, user_aggregator, services.llm,
+        services.tts, services.transport.output(), assistant_aggregator,
+    ])
+
+``services.user_params`` carries :func:`offline_user_turn_strategies` (the default
+end-of-turn model can't judge synthetic audio). Without it, the offline STT
+recommends the same strategies to the user aggregator, which applies them unless
+given strategies of its own. The caller hangs up by itself once the bot has
+answered the last utterance, so the worker ends without help.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipecat.processors.aggregators.llm_response_universal import LLMUserAggregatorParams
+
+from app.offline.script import (
+    DEFAULT_SCRIPT,
+    QUICK_SCRIPT,
+    CallerScript,
+    StartAnchor,
+    Utterance,
+    count_tokens,
+)
+from app.offline.services import (
+    SIMULATED_LLM_MODEL,
+    SIMULATED_STT_MODEL,
+    SIMULATED_TTS_MODEL,
+    OfflineLLMService,
+    OfflineSTTService,
+    OfflineTTSService,
+    offline_user_turn_strategies,
+)
+from app.offline.transport import OfflineInputTransport, OfflineOutputTransport, OfflineTransport
+
+__all__ = [
+    "DEFAULT_SCRIPT",
+    "QUICK_SCRIPT",
+    "SIMULATED_LLM_MODEL",
+    "SIMULATED_STT_MODEL",
+    "SIMULATED_TTS_MODEL",
+    "CallerScript",
+    "OfflineInputTransport",
+    "OfflineLLMService",
+    "OfflineOutputTransport",
+    "OfflineSTTService",
+    "OfflineServices",
+    "OfflineTTSService",
+    "OfflineTransport",
+    "StartAnchor",
+    "Utterance",
+    "count_tokens",
+    "create_offline_services",
+    "offline_user_turn_strategies",
+]
+
+
+@dataclass(frozen=True)
+class OfflineServices:
+    """The transport and services of one offline call, sharing one script.
+
+    Attributes:
+        script: The conversation played.
+        transport: The scripted caller and real-time speaker.
+        stt: Stands in for Deepgram STT.
+        llm: Stands in for the OpenAI LLM.
+        tts: Stands in for Cartesia TTS.
+        user_params: User aggregator parameters with the offline turn strategies.
+    """
+
+    script: CallerScript
+    transport: OfflineTransport
+    stt: OfflineSTTService
+    llm: OfflineLLMService
+    tts: OfflineTTSService
+    user_params: LLMUserAggregatorParams
+
+
+def create_offline_services(script: CallerScript = DEFAULT_SCRIPT, *, seed: int = 0) -> OfflineServices:
+    """Create the transport and services for one offline call.
+
+    Each call needs its own instances: they keep track of the conversation.
+
+    Args:
+        script: The conversation to play.
+        seed: Seed of the simulated latencies and synthetic audio.
+
+    Returns:
+        The transport, the STT, LLM and TTS services and the user aggregator parameters.
+    """
+    return OfflineServices(
+        script=script,
+        transport=OfflineTransport(script, seed=seed),
+        stt=OfflineSTTService(script, seed=seed),
+        llm=OfflineLLMService(script, seed=seed),
+        tts=OfflineTTSService(chars_per_sec=script.chars_per_sec, seed=seed),
+        user_params=LLMUserAggregatorParams(user_turn_strategies=offline_user_turn_strategies()),
+    )

@@ -1,0 +1,529 @@
+"""The Pipecat observer that turns a voice conversation into turns and priced work units.
+
+Each unit of STT, LLM or TTS work becomes one record with real start and end times, its
+text, TTFB, integer usage and cost. Records are kept for the end-of-call summary and, when
+an exporter is given, sent to Langfuse as generations under the turn in which the work
+started, so usage that arrives after an interruption still lands on the right turn.
+
+The handler runs in the observer's own task, once per frame (``observe_every_push=False``).
+It is a type-table dispatch that never awaits and never raises: a failure is logged once
+and the call goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from loguru import logger
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    CancelFrame,
+    EndFrame,
+    Frame,
+    InterruptionFrame,
+    LLMContextFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+    MetricsFrame,
+    StartFrame,
+    TranscriptionFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
+    TTSTextFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.metrics.metrics import (
+    LLMTokenUsage,
+    LLMUsageMetricsData,
+    MetricsData,
+    ProcessingMetricsData,
+    STTUsageMetricsData,
+    TTFBMetricsData,
+    TTSUsageMetricsData,
+)
+from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.services.llm_service import LLMService
+from pipecat.services.stt_service import STTService
+from pipecat.services.tts_service import TTSService
+
+from app.tracing import pricing
+from app.tracing._langfuse import LangfuseExporter
+from app.tracing.pricing import PriceTable
+from app.tracing.summary import ConversationSummary, ModelUsage, TurnSummary
+
+ServiceKind = Literal["stt", "llm", "tts"]
+
+GENERATION_NAMES: dict[ServiceKind, str] = {"stt": "speech-to-text", "llm": "llm-completion", "tts": "text-to-speech"}
+"""Names of the generations, distinct from Pipecat's own ``stt``/``llm``/``tts`` spans."""
+
+SETTLE_NS = 500_000_000
+"""How long a finished unit waits for late metrics (e.g. TTFB after the transcript) before export."""
+
+_SERVICE_KINDS: tuple[tuple[type[FrameProcessor], ServiceKind], ...] = (
+    (STTService, "stt"),
+    (LLMService, "llm"),
+    (TTSService, "tts"),
+)
+
+
+@dataclass(slots=True)
+class _Turn:
+    number: int
+    start_ns: int
+    end_ns: int | None = None
+    user_text: list[str] = field(default_factory=list)
+    bot_text: list[str] = field(default_factory=list)
+    bot_spoke: bool = False
+    interrupted: bool = False
+    user_stopped_ns: int | None = None
+    latency_s: float | None = None
+    span: Any = None
+
+
+@dataclass(slots=True)
+class _Unit:
+    kind: ServiceKind
+    processor: str
+    model: str | None
+    turn: _Turn
+    start_ns: int
+    last_ns: int
+    end_ns: int = 0
+    context_id: str | None = None
+    ttfb_s: float | None = None
+    processing_s: float | None = None
+    input: Any = None
+    text: list[str] = field(default_factory=list)
+    audio_seconds: float = 0.0
+    characters: int = 0
+    llm_usage: LLMTokenUsage | None = None
+
+
+class VoiceObserver(BaseObserver):
+    """Observes a Pipecat pipeline and records turns and STT/LLM/TTS work units.
+
+    Args:
+        prices: Price table used for ``cost_details`` and the summary.
+        exporter: Where to send observations; None records for the summary only.
+    """
+
+    def __init__(self, *, prices: PriceTable, exporter: LangfuseExporter | None = None) -> None:
+        """Create the observer (it sees each frame once)."""
+        super().__init__(observe_every_push=False)
+        self._prices = prices
+        self._exporter = exporter
+        self._handlers: dict[type[Frame], Callable[[FramePushed], None] | None] = {
+            StartFrame: self._on_start,
+            UserStartedSpeakingFrame: self._on_user_started,
+            UserStoppedSpeakingFrame: self._on_user_stopped,
+            VADUserStoppedSpeakingFrame: self._on_user_stopped,
+            BotStartedSpeakingFrame: self._on_bot_started,
+            BotStoppedSpeakingFrame: self._on_bot_stopped,
+            TranscriptionFrame: self._on_transcription,
+            LLMContextFrame: self._on_llm_context,
+            LLMFullResponseStartFrame: self._on_unit_start,
+            LLMTextFrame: self._on_unit_text,
+            LLMFullResponseEndFrame: self._on_unit_end,
+            TTSStartedFrame: self._on_unit_start,
+            TTSTextFrame: self._on_unit_text,
+            TTSStoppedFrame: self._on_unit_end,
+            InterruptionFrame: self._on_interruption,
+            MetricsFrame: self._on_metrics,
+            EndFrame: self._on_end,
+            CancelFrame: self._on_end,
+        }
+        self._kinds: dict[int, ServiceKind | None] = {}
+        self._offset_ns: int | None = None
+        self._last_ns = 0
+        self._turns: list[_Turn] = []
+        self._open: dict[str, _Unit] = {}
+        self._settling: deque[_Unit] = deque()
+        self._pending_llm_input: dict[str, Any] = {}
+        self._user_started_ns: int | None = None
+        self._bot_speaking = False
+        self._usage: dict[tuple[ServiceKind, str], ModelUsage] = {}
+        self._unpriced_warned: set[str] = set()
+        self._failed = False
+        self._finished = False
+
+    # -- Pipecat hooks -----------------------------------------------------------------
+
+    async def on_push_frame(self, data: FramePushed) -> None:
+        """Dispatch one pushed frame; never raises."""
+        frame_type = type(data.frame)
+        handler = self._handlers[frame_type] if frame_type in self._handlers else self._resolve(frame_type)
+        if handler is None and not self._settling:
+            return
+        try:
+            self._last_ns = max(self._last_ns, data.timestamp)
+            if self._settling and data.timestamp - self._settling[0].end_ns >= SETTLE_NS:
+                self._export_settled(data.timestamp)
+            if handler is not None:
+                handler(data)
+        except Exception as exc:  # noqa: BLE001 - an escaping exception would silence the observer
+            self._report_failure(exc, data.frame)
+
+    async def cleanup(self) -> None:
+        """Finish the conversation when the worker tears down its observers."""
+        self.finish()
+        await super().cleanup()
+
+    # -- Public results ----------------------------------------------------------------
+
+    def finish(self) -> None:
+        """Close the open turn and units and export everything still held (idempotent)."""
+        if self._finished:
+            return
+        self._finished = True
+        try:
+            for unit in list(self._open.values()):
+                self._close(unit, unit.last_ns)
+            self._export_settled(None)
+            if self._turns:
+                self._end_turn(self._turns[-1], self._last_ns, interrupted=self._bot_speaking)
+        except Exception as exc:  # noqa: BLE001 - tracing must never break the caller
+            self._report_failure(exc, None)
+
+    def summary(self, conversation_id: str, trace_id: str | None = None) -> ConversationSummary:
+        """The conversation so far: turns, usage and cost per model."""
+        turns = tuple(
+            TurnSummary(
+                number=t.number,
+                user_text=" ".join(t.user_text),
+                bot_text="".join(t.bot_text).strip(),
+                voice_to_voice_s=t.latency_s,
+                interrupted=t.interrupted,
+            )
+            for t in self._turns
+        )
+        return ConversationSummary(
+            conversation_id=conversation_id, trace_id=trace_id, turns=turns, models=tuple(self._usage.values())
+        )
+
+    # -- Frame handlers --------------------------------------------------------------------
+
+    def _resolve(self, frame_type: type[Frame]) -> Callable[[FramePushed], None] | None:
+        """Find the handler of the nearest handled base class, and cache the answer."""
+        handler = next((self._handlers[base] for base in frame_type.__mro__[1:] if base in self._handlers), None)
+        if frame_type.__name__.startswith("Interim"):
+            handler = None  # interim transcripts are not work units
+        self._handlers[frame_type] = handler
+        return handler
+
+    def _kind(self, processor: FrameProcessor) -> ServiceKind | None:
+        key = id(processor)
+        if key not in self._kinds:
+            self._kinds[key] = next((k for cls, k in _SERVICE_KINDS if isinstance(processor, cls)), None)
+        return self._kinds[key]
+
+    def _on_start(self, data: FramePushed) -> None:
+        if self._offset_ns is None:
+            self._offset_ns = time.time_ns() - data.source.get_clock().get_time()
+        if not self._turns:
+            self._start_turn(data.timestamp)
+
+    def _on_user_started(self, data: FramePushed) -> None:
+        if _is_upstream_copy(data):
+            return
+        self._user_started_ns = data.timestamp
+        turn = self._current_turn(data.timestamp)
+        if self._bot_speaking or turn.bot_spoke:
+            self._end_turn(turn, data.timestamp, interrupted=self._bot_speaking)
+            self._bot_speaking = False
+            self._start_turn(data.timestamp)
+
+    def _on_user_stopped(self, data: FramePushed) -> None:
+        if _is_upstream_copy(data):
+            return
+        frame = data.frame
+        stopped_ns = data.timestamp
+        if isinstance(frame, VADUserStoppedSpeakingFrame):
+            stopped_ns -= int(frame.stop_secs * 1e9)  # the VAD speaks up stop_secs after the user went quiet
+        turn = self._current_turn(data.timestamp)
+        if turn.user_stopped_ns is None or isinstance(frame, VADUserStoppedSpeakingFrame):
+            turn.user_stopped_ns = stopped_ns
+
+    def _on_bot_started(self, data: FramePushed) -> None:
+        if _is_upstream_copy(data) or self._bot_speaking:
+            return
+        self._bot_speaking = True
+        turn = self._current_turn(data.timestamp)
+        turn.bot_spoke = True
+        if turn.latency_s is None and turn.user_stopped_ns is not None:
+            turn.latency_s = max(0.0, (data.timestamp - turn.user_stopped_ns) / 1e9)
+
+    def _on_bot_stopped(self, data: FramePushed) -> None:
+        if _is_upstream_copy(data):
+            return
+        self._bot_speaking = False
+
+    def _on_transcription(self, data: FramePushed) -> None:
+        if self._kind(data.source) != "stt":
+            return
+        text = data.frame.text  # type: ignore[attr-defined]
+        unit = self._unit(data, "stt")
+        unit.text.append(text)
+        unit.turn.user_text.append(text)
+        self._close(unit, data.timestamp)
+
+    def _on_llm_context(self, data: FramePushed) -> None:
+        if self._kind(data.destination) == "llm":
+            self._pending_llm_input[data.destination.name] = list(data.frame.context.get_messages())  # type: ignore[attr-defined]
+
+    def _on_unit_start(self, data: FramePushed) -> None:
+        kind = self._kind(data.source)
+        if kind is None or kind == "stt":
+            return
+        context_id = getattr(data.frame, "context_id", None)
+        unit = self._open.get(data.source.name)
+        if unit is not None and (kind == "llm" or unit.context_id not in (None, context_id)):
+            self._close(unit, data.timestamp)  # the previous unit never saw its end frame
+            unit = None
+        if unit is None:
+            unit = self._open_unit(data, kind)
+        unit.context_id = unit.context_id or context_id
+
+    def _on_interruption(self, data: FramePushed) -> None:
+        for unit in [u for u in self._open.values() if u.kind == "tts"]:
+            self._close(unit, data.timestamp)  # audio already synthesized for this reply is what was billed
+
+    def _on_unit_text(self, data: FramePushed) -> None:
+        kind = self._kind(data.source)
+        if kind is None or kind == "stt":
+            return
+        text = data.frame.text  # type: ignore[attr-defined]
+        unit = self._unit(data, kind)
+        unit.text.append(text)
+        if kind == "llm":
+            unit.turn.bot_text.append(text)
+
+    def _on_unit_end(self, data: FramePushed) -> None:
+        kind = self._kind(data.source)
+        unit = self._open.get(data.source.name) if kind in ("llm", "tts") else None
+        if unit is not None:
+            self._close(unit, data.timestamp)
+
+    def _on_metrics(self, data: FramePushed) -> None:
+        kind = self._kind(data.source)
+        if kind is None:
+            return
+        for item in data.frame.data:  # type: ignore[attr-defined]
+            self._apply_metric(data, kind, item)
+
+    def _on_end(self, data: FramePushed) -> None:
+        self._last_ns = max(self._last_ns, data.timestamp)
+
+    # -- Units ---------------------------------------------------------------------------------
+
+    def _apply_metric(self, data: FramePushed, kind: ServiceKind, item: MetricsData) -> None:
+        if isinstance(item, TTFBMetricsData):
+            if item.value > 0:
+                unit = self._unit(data, kind, item.model, late=True)
+                if unit.ttfb_s is None:
+                    unit.ttfb_s = item.value
+        elif isinstance(item, ProcessingMetricsData):
+            self._unit(data, kind, item.model, late=True).processing_s = item.value
+        elif isinstance(item, LLMUsageMetricsData):
+            unit = self._unit(data, kind, item.model, late=True)
+            unit.llm_usage = item.value if unit.llm_usage is None else _add_usage(unit.llm_usage, item.value)
+        elif isinstance(item, TTSUsageMetricsData):
+            self._unit(data, kind, item.model, late=True).characters += item.value
+        elif isinstance(item, STTUsageMetricsData):
+            self._unit(data, kind, item.model, late=True).audio_seconds += item.value.audio_seconds
+
+    def _unit(self, data: FramePushed, kind: ServiceKind, model: str | None = None, *, late: bool = False) -> _Unit:
+        """The unit this activity of ``data.source`` belongs to: the open one, else a new one.
+
+        With ``late`` (metrics), a unit that closed less than :data:`SETTLE_NS` ago is also taken.
+        """
+        name = data.source.name
+        unit = self._open.get(name)
+        if unit is None:
+            unit = next((u for u in reversed(self._settling) if u.processor == name), None) if late else None
+            if not late or unit is None or data.timestamp - unit.end_ns >= SETTLE_NS:
+                unit = self._open_unit(data, kind)
+        unit.last_ns = max(unit.last_ns, data.timestamp)
+        if model and not unit.model:
+            unit.model = model
+        return unit
+
+    def _open_unit(self, data: FramePushed, kind: ServiceKind) -> _Unit:
+        start_ns = data.timestamp
+        if kind == "stt" and self._user_started_ns is not None:
+            start_ns = min(start_ns, self._user_started_ns)  # the audio began when the user did
+            self._user_started_ns = None
+        unit = _Unit(
+            kind=kind,
+            processor=data.source.name,
+            model=getattr(data.source, "model_name", None) or None,
+            turn=self._current_turn(data.timestamp),
+            start_ns=start_ns,
+            last_ns=data.timestamp,
+            input=self._pending_llm_input.pop(data.source.name, None) if kind == "llm" else None,
+        )
+        self._open[unit.processor] = unit
+        return unit
+
+    def _close(self, unit: _Unit, end_ns: int) -> None:
+        self._open.pop(unit.processor, None)
+        unit.end_ns = max(end_ns, unit.start_ns)
+        self._settling.append(unit)
+
+    def _export_settled(self, now_ns: int | None) -> None:
+        """Export the units whose settle time has passed (all of them when ``now_ns`` is None)."""
+        while self._settling and (now_ns is None or now_ns - self._settling[0].end_ns >= SETTLE_NS):
+            self._export_unit(self._settling.popleft())
+
+    def _export_unit(self, unit: _Unit) -> None:
+        model = unit.model or unit.processor
+        usage = _usage_details(unit)
+        cost = self._prices.cost(model, usage) if usage else None
+        if cost is None and unit.kind != "llm" and usage and model not in self._unpriced_warned:
+            self._unpriced_warned.add(model)
+            logger.warning(
+                f"No price for {unit.kind.upper()} model '{model}': its usage is recorded without cost. "
+                "Add it to your PRICING_FILE (see README, Pricing)."
+            )
+        key = (unit.kind, model)
+        totals = self._usage.get(key) or ModelUsage(kind=unit.kind, model=model)
+        self._usage[key] = totals.add(usage, cost)
+        if self._exporter is None:
+            return
+        metadata: dict[str, Any] = {"processor": unit.processor, "turn": unit.turn.number}
+        if unit.ttfb_s is not None and unit.kind != "llm":
+            metadata["ttfb_s"] = round(unit.ttfb_s, 4)
+        if unit.processing_s is not None:
+            metadata["processing_s"] = round(unit.processing_s, 4)
+        if unit.kind == "stt":
+            metadata["audio_seconds"] = round(unit.audio_seconds, 6)
+        text = _join_text(unit)
+        self._exporter.generation(
+            parent=unit.turn.span,
+            name=GENERATION_NAMES[unit.kind],
+            start_ns=self._epoch(unit.start_ns),
+            end_ns=self._epoch(unit.end_ns),
+            completion_start_ns=(
+                self._epoch(unit.start_ns) + int(unit.ttfb_s * 1e9)
+                if unit.kind == "llm" and unit.ttfb_s is not None
+                else None
+            ),
+            model=model,
+            input=unit.input if unit.kind == "llm" else (text if unit.kind == "tts" else None),
+            output=text if unit.kind != "tts" else None,
+            usage_details=usage or None,
+            cost_details=cost,
+            metadata=metadata,
+        )
+
+    # -- Turns -------------------------------------------------------------------------------
+
+    def _current_turn(self, now_ns: int) -> _Turn:
+        return self._turns[-1] if self._turns else self._start_turn(now_ns)
+
+    def _start_turn(self, start_ns: int) -> _Turn:
+        turn = _Turn(number=len(self._turns) + 1, start_ns=start_ns)
+        self._turns.append(turn)
+        if self._exporter is not None:
+            turn.span = self._exporter.start_turn(number=turn.number, start_ns=self._epoch(start_ns))
+        return turn
+
+    def _end_turn(self, turn: _Turn, end_ns: int, *, interrupted: bool) -> None:
+        if turn.end_ns is not None:
+            return
+        turn.end_ns, turn.interrupted = end_ns, interrupted
+        if self._exporter is None:
+            return
+        metadata: dict[str, Any] = {"turn": turn.number, "interrupted": interrupted}
+        if turn.latency_s is not None:
+            metadata["voice_to_voice_latency_s"] = round(turn.latency_s, 4)
+        self._exporter.end_turn(
+            turn.span,
+            end_ns=self._epoch(end_ns),
+            input=" ".join(turn.user_text),
+            output="".join(turn.bot_text).strip(),
+            metadata=metadata,
+        )
+
+    # -- Helpers -----------------------------------------------------------------------------
+
+    def _epoch(self, pipeline_ns: int) -> int:
+        """Wall-clock nanoseconds since the epoch of a pipeline-clock timestamp."""
+        if self._offset_ns is None:
+            self._offset_ns = time.time_ns() - self._last_ns
+        return self._offset_ns + pipeline_ns
+
+    def _report_failure(self, exc: Exception, frame: Frame | None) -> None:
+        if not self._failed:
+            self._failed = True
+            logger.warning(
+                f"Voice tracing failed on {frame or 'finish'}: {exc!r}. The call goes on; "
+                "this conversation's trace may be incomplete."
+            )
+        logger.opt(exception=exc).debug("Voice tracing failure")
+
+
+def _is_upstream_copy(data: FramePushed) -> bool:
+    """Whether this is the upstream twin of a frame broadcast in both directions."""
+    return data.direction is FrameDirection.UPSTREAM and data.frame.broadcast_sibling_id is not None
+
+
+def _add_usage(a: LLMTokenUsage, b: LLMTokenUsage) -> LLMTokenUsage:
+    def add(x: int | None, y: int | None) -> int | None:
+        return None if x is None and y is None else (x or 0) + (y or 0)
+
+    return LLMTokenUsage(
+        prompt_tokens=a.prompt_tokens + b.prompt_tokens,
+        completion_tokens=a.completion_tokens + b.completion_tokens,
+        total_tokens=a.total_tokens + b.total_tokens,
+        cache_read_input_tokens=add(a.cache_read_input_tokens, b.cache_read_input_tokens),
+        cache_creation_input_tokens=add(a.cache_creation_input_tokens, b.cache_creation_input_tokens),
+        reasoning_tokens=add(a.reasoning_tokens, b.reasoning_tokens),
+    )
+
+
+def llm_usage_details(usage: LLMTokenUsage) -> dict[str, int]:
+    """Langfuse usage of one LLM report, the same for services that count the cache net or gross.
+
+    ``total_tokens`` is gross of the prompt cache for every Pipecat service, so the
+    uncached input is ``total - completion - cache_read - cache_creation``.
+    """
+    cache_read = usage.cache_read_input_tokens or 0
+    cache_write = usage.cache_creation_input_tokens or 0
+    gross_input = usage.total_tokens - usage.completion_tokens
+    if gross_input < usage.prompt_tokens:  # a service that left total_tokens out
+        gross_input = usage.prompt_tokens
+    details = {
+        pricing.USAGE_INPUT: max(0, gross_input - cache_read - cache_write),
+        pricing.USAGE_OUTPUT: max(0, usage.completion_tokens),
+    }
+    if cache_read:
+        details[pricing.USAGE_INPUT_CACHED_TOKENS] = cache_read
+    if cache_write:
+        details[pricing.USAGE_INPUT_CACHE_CREATION_TOKENS] = cache_write
+    if usage.reasoning_tokens:
+        details[pricing.USAGE_OUTPUT_REASONING_TOKENS] = usage.reasoning_tokens
+    details[pricing.USAGE_TOTAL] = max(0, gross_input + usage.completion_tokens)
+    return details
+
+
+def _join_text(unit: _Unit) -> str:
+    if unit.kind == "llm":
+        return "".join(unit.text).strip()  # LLM tokens carry their own spacing
+    return " ".join(" ".join(unit.text).split())  # words or sentences
+
+
+def _usage_details(unit: _Unit) -> dict[str, int]:
+    if unit.kind == "llm":
+        return llm_usage_details(unit.llm_usage) if unit.llm_usage is not None else {}
+    if unit.kind == "tts":
+        return {pricing.USAGE_INPUT_CHARACTERS: unit.characters} if unit.characters else {}
+    return {pricing.USAGE_INPUT_AUDIO_MS: round(unit.audio_seconds * 1000)} if unit.audio_seconds else {}

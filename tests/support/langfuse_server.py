@@ -1,0 +1,224 @@
+"""A local stand-in for the Langfuse server's public HTTP API, on 127.0.0.1.
+
+It answers the endpoints the SDK calls, checks Basic auth the way Langfuse does,
+and decodes the OTLP/HTTP protobuf body (gzip or not) into plain Python values,
+so tests can assert exactly what a real Langfuse would have received.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+OTLP_PATH = "/api/public/otel/v1/traces"
+PROJECTS_PATH = "/api/public/projects"
+HEALTH_PATH = "/api/public/health"
+
+
+@dataclass(frozen=True)
+class ReceivedSpan:
+    """One span as decoded from an OTLP export request."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    name: str
+    scope: str
+    start_ns: int
+    end_ns: int
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ReceivedRequest:
+    """One HTTP request as the server saw it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+
+
+@dataclass
+class LocalLangfuse:
+    """Threaded HTTP server that behaves like Langfuse's public API for one project.
+
+    Attributes:
+        public_key: The project's public key.
+        secret_key: The project's secret key.
+        project_name: Name returned by ``GET /api/public/projects``.
+        hang_s: When > 0, every request waits this long before answering (a slow server).
+        status_override: When set, every request gets this status (e.g. 503).
+        otlp_status: When set, authenticated OTLP export requests get this status and their
+            spans are not kept (the rest of the API still works).
+    """
+
+    public_key: str = "pk-lf-test"
+    secret_key: str = "sk-lf-test-secret"
+    project_name: str = "voice-tests"
+    hang_s: float = 0.0
+    status_override: int | None = None
+    otlp_status: int | None = None
+    spans: list[ReceivedSpan] = field(default_factory=list)
+    requests: list[ReceivedRequest] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL to give the SDK as ``base_url``."""
+        assert self._server is not None, "server not started"
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> LocalLangfuse:
+        """Start serving on an ephemeral port of 127.0.0.1."""
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="local-langfuse", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def spans_of_trace(self, trace_id: str) -> list[ReceivedSpan]:
+        """Spans received so far for ``trace_id``, in arrival order."""
+        with self._lock:
+            return [s for s in self.spans if s.trace_id == trace_id]
+
+    def wait_for_spans(self, predicate: Any, timeout_s: float = 10.0) -> list[ReceivedSpan]:
+        """Wait until ``predicate(spans)`` is true; return the spans (raise on timeout)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                spans = list(self.spans)
+            if predicate(spans):
+                return spans
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"condition not met; received {len(spans)} spans")
+            time.sleep(0.02)
+
+    def auth_error(self, authorization: str | None) -> str | None:
+        """Langfuse's 401 message for this Authorization header, or None when it is valid."""
+        if not authorization or not authorization.startswith("Basic "):
+            return "Invalid public key. Confirm that you've configured the correct host."
+        try:
+            public_key, _, secret_key = base64.b64decode(authorization[6:]).decode().partition(":")
+        except ValueError:
+            return "Invalid authorization header"
+        if public_key != self.public_key:
+            return "Invalid public key. Confirm that you've configured the correct host."
+        if secret_key != self.secret_key:
+            return "Invalid credentials. Confirm that you've configured the correct host."
+        return None
+
+    def _record(self, request: ReceivedRequest, spans: list[ReceivedSpan]) -> None:
+        with self._lock:
+            self.requests.append(request)
+            self.spans.extend(spans)
+
+
+def decode_export(body: bytes) -> list[ReceivedSpan]:
+    """Decode an OTLP ``ExportTraceServiceRequest`` body into :class:`ReceivedSpan` values."""
+    message = ExportTraceServiceRequest()
+    message.ParseFromString(body)
+    spans = []
+    for resource_spans in message.resource_spans:
+        resource = {kv.key: _value(kv.value) for kv in resource_spans.resource.attributes}
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                spans.append(
+                    ReceivedSpan(
+                        trace_id=span.trace_id.hex(),
+                        span_id=span.span_id.hex(),
+                        parent_span_id=span.parent_span_id.hex() or None,
+                        name=span.name,
+                        scope=scope_spans.scope.name,
+                        start_ns=span.start_time_unix_nano,
+                        end_ns=span.end_time_unix_nano,
+                        attributes={kv.key: _value(kv.value) for kv in span.attributes},
+                        resource=resource,
+                    )
+                )
+    return spans
+
+
+def _value(value: AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _value(kv.value) for kv in value.kvlist_value.values}
+    return getattr(value, kind) if kind else None
+
+
+def _make_handler(server: LocalLangfuse) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+            """Keep test output quiet."""
+
+        def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+            self._handle(b"")
+
+        def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+            length = int(self.headers.get("Content-Length") or 0)
+            self._handle(self.rfile.read(length))
+
+        def _handle(self, body: bytes) -> None:
+            if server.hang_s:
+                time.sleep(server.hang_s)
+            path = self.path.split("?")[0]
+            request = ReceivedRequest(self.command, path, {k.lower(): v for k, v in self.headers.items()})
+            if server.status_override is not None:
+                server._record(request, [])
+                return self._json(server.status_override, {"message": "overridden status"})
+            if path == HEALTH_PATH:
+                server._record(request, [])
+                return self._json(200, {"status": "OK", "version": "3.0.0-local"})
+            error = server.auth_error(self.headers.get("Authorization"))
+            if error is not None:
+                server._record(request, [])
+                return self._json(401, {"message": error})
+            if self.command == "GET" and path == PROJECTS_PATH:
+                server._record(request, [])
+                project = {"id": "project-local", "name": server.project_name, "organization": {"id": "org-local", "name": "local"}, "metadata": {}}
+                return self._json(200, {"data": [project]})
+            if self.command == "POST" and path == OTLP_PATH and server.otlp_status is not None:
+                server._record(request, [])
+                return self._json(server.otlp_status, {"message": "rejected OTLP export"})
+            if self.command == "POST" and path == OTLP_PATH:
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                server._record(request, decode_export(body))
+                return self._send(200, ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf")
+            server._record(request, [])
+            return self._json(404, {"message": "not found"})
+
+        def _json(self, status: int, payload: Any) -> None:
+            self._send(status, json.dumps(payload).encode(), "application/json")
+
+        def _send(self, status: int, data: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    return Handler

@@ -1,0 +1,467 @@
+"""Unit tests of the price table: matching, costs, user overrides and malformed files."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from app.tracing.pricing import (
+    USAGE_INPUT,
+    USAGE_INPUT_AUDIO_MS,
+    USAGE_INPUT_CACHE_CREATION_TOKENS,
+    USAGE_INPUT_CACHED_TOKENS,
+    USAGE_INPUT_CHARACTERS,
+    USAGE_OUTPUT,
+    USAGE_OUTPUT_REASONING_TOKENS,
+    USAGE_TOTAL,
+    ModelPrice,
+    PriceTable,
+    PricingError,
+)
+
+VALID_ENTRY = """
+[[model]]
+name = "my-llm"
+kind = "llm"
+match = "(?i)^(acme/)?my-llm$"
+usd_per_million_tokens = { input = 1.0, output = 2.0 }
+source = "https://example.com/pricing"
+date = "2026-01-31"
+"""
+
+
+@pytest.fixture(scope="module")
+def table() -> PriceTable:
+    return PriceTable.load()
+
+
+def write(tmp_path: Path, text: str, name: str = "prices.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --- exact costs, by hand from the values in prices.toml -----------------------------------
+
+
+def test_llm_cost_prices_each_key_and_never_reasoning_or_total(table: PriceTable) -> None:
+    # gpt-4.1-mini: input 0.40, cached 0.10, output 1.60 USD per 1M tokens.
+    usage = {
+        USAGE_INPUT: 1000,
+        USAGE_INPUT_CACHED_TOKENS: 2000,
+        USAGE_OUTPUT: 300,
+        USAGE_OUTPUT_REASONING_TOKENS: 100,
+        USAGE_TOTAL: 3300,
+    }
+    assert table.cost("gpt-4.1-mini", usage) == {
+        USAGE_INPUT: 0.0004,  # 1000 * 0.40 / 1e6
+        USAGE_INPUT_CACHED_TOKENS: 0.0002,  # 2000 * 0.10 / 1e6
+        USAGE_OUTPUT: 0.00048,  # 300 * 1.60 / 1e6
+        USAGE_TOTAL: 0.00108,
+    }
+
+
+def test_llm_cost_gpt_4o_and_nano(table: PriceTable) -> None:
+    # gpt-4o: input 2.50, cached 1.25, output 10.00 per 1M tokens.
+    assert table.cost("gpt-4o", {USAGE_INPUT: 12_345, USAGE_INPUT_CACHED_TOKENS: 1024, USAGE_OUTPUT: 77}) == {
+        USAGE_INPUT: 0.0308625,  # 12345 * 2.5 / 1e6
+        USAGE_INPUT_CACHED_TOKENS: 0.00128,  # 1024 * 1.25 / 1e6
+        USAGE_OUTPUT: 0.00077,  # 77 * 10 / 1e6
+        USAGE_TOTAL: 0.0329125,
+    }
+    # gpt-4.1-nano: input 0.10, cached 0.025, output 0.40 per 1M tokens.
+    assert table.cost("gpt-4.1-nano", {USAGE_INPUT_CACHED_TOKENS: 3, USAGE_OUTPUT: 1}) == {
+        USAGE_INPUT_CACHED_TOKENS: 7.5e-08,  # 3 * 0.025 / 1e6
+        USAGE_OUTPUT: 4e-07,
+        USAGE_TOTAL: 4.75e-07,
+    }
+
+
+def test_stt_cost_per_millisecond_of_audio(table: PriceTable) -> None:
+    # nova-3: 0.0048 USD per minute; gpt-4o-mini-transcribe: 0.003; whisper-1: 0.006.
+    assert table.cost("nova-3", {USAGE_INPUT_AUDIO_MS: 1500}) == {USAGE_INPUT_AUDIO_MS: 0.00012, USAGE_TOTAL: 0.00012}
+    assert table.cost("gpt-4o-mini-transcribe", {USAGE_INPUT_AUDIO_MS: 60_000}) == {
+        USAGE_INPUT_AUDIO_MS: 0.003,
+        USAGE_TOTAL: 0.003,
+    }
+    assert table.cost("whisper-1", {USAGE_INPUT_AUDIO_MS: 90_000}) == {USAGE_INPUT_AUDIO_MS: 0.009, USAGE_TOTAL: 0.009}
+
+
+def test_tts_cost_per_character(table: PriceTable) -> None:
+    # sonic-3: 39.20 USD per 1M characters; eleven_flash: 0.05 per 1k; tts-1: 15 per 1M.
+    assert table.cost("sonic-3", {USAGE_INPUT_CHARACTERS: 1000}) == {
+        USAGE_INPUT_CHARACTERS: 0.0392,
+        USAGE_TOTAL: 0.0392,
+    }
+    assert table.cost("eleven_flash_v2_5", {USAGE_INPUT_CHARACTERS: 2000}) == {
+        USAGE_INPUT_CHARACTERS: 0.1,
+        USAGE_TOTAL: 0.1,
+    }
+    assert table.cost("tts-1", {USAGE_INPUT_CHARACTERS: 123}) == {
+        USAGE_INPUT_CHARACTERS: 0.001845,
+        USAGE_TOTAL: 0.001845,
+    }
+
+
+def test_unpriced_keys_are_omitted_and_empty_usage_costs_zero(table: PriceTable) -> None:
+    # OpenAI lists no cache-write price, and an LLM has no character price.
+    usage = {USAGE_INPUT_CACHE_CREATION_TOKENS: 500, USAGE_INPUT_CHARACTERS: 10, USAGE_OUTPUT: 0}
+    assert table.cost("gpt-4.1", usage) == {USAGE_OUTPUT: 0.0, USAGE_TOTAL: 0.0}
+    assert table.cost("gpt-4.1", {}) == {USAGE_TOTAL: 0.0}
+
+
+def test_cost_is_never_negative_and_usage_must_be_int(table: PriceTable) -> None:
+    assert table.cost("gpt-4.1", {USAGE_INPUT: -10, USAGE_OUTPUT: 1}) == {
+        USAGE_INPUT: 0.0,
+        USAGE_OUTPUT: 8e-06,
+        USAGE_TOTAL: 8e-06,
+    }
+    with pytest.raises(TypeError, match="input"):
+        table.cost("gpt-4.1", {USAGE_INPUT: 1.5})  # type: ignore[dict-item]
+
+
+def test_unknown_model_has_no_price(table: PriceTable) -> None:
+    assert table.find("my-own-llm") is None
+    assert table.cost("my-own-llm", {USAGE_INPUT: 1}) is None
+    assert table.cost("simulated/unknown", {USAGE_INPUT: 1}) is None
+    assert table.find("") is None
+
+
+# --- matching ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "entry"),
+    [
+        # dated snapshots and provider prefixes, any case
+        ("gpt-4.1-mini", "gpt-4.1-mini"),
+        ("gpt-4.1-mini-2025-04-14", "gpt-4.1-mini"),
+        ("openai/gpt-4.1-mini", "gpt-4.1-mini"),
+        ("GPT-4.1-Mini", "gpt-4.1-mini"),
+        (" gpt-4.1-mini ", "gpt-4.1-mini"),
+        ("gpt-4o-2024-08-06", "gpt-4o"),
+        ("openai/gpt-4o-2024-11-20", "gpt-4o"),
+        ("gpt-4o-2024-05-13", "gpt-4o-2024-05-13"),
+        ("gpt-4o-mini-2024-07-18", "gpt-4o-mini"),
+        ("gpt-4o-mini-tts-2025-03-20", "gpt-4o-mini-tts"),
+        ("tts-1-1106", "tts-1"),
+        ("tts-1-hd-1106", "tts-1-hd"),
+        ("nova-3-general", "nova-3"),
+        ("deepgram/nova-3", "nova-3"),
+        ("nova-2-phonecall", "nova-2"),
+        ("sonic-3-2026-01-12", "sonic-3"),
+        ("sonic-3-latest", "sonic-3"),
+        ("sonic-3.5", "sonic-3"),
+        ("sonic-3.6", "sonic-3"),
+        ("cartesia/sonic-2-2025-06-11", "sonic-2"),
+        ("sonic-turbo-2025-06-04", "sonic-turbo"),
+        ("eleven_flash_v2", "eleven_flash"),
+        ("eleven_turbo_v2_5", "eleven_turbo"),
+        ("ELEVENLABS/eleven_multilingual_v2", "eleven_multilingual_v2"),
+        # offline runs are priced as the live model they simulate
+        ("simulated/gpt-4.1-mini", "gpt-4.1-mini"),
+        ("Simulated/gpt-4.1-mini-2025-04-14", "gpt-4.1-mini"),
+        ("simulated/nova-3", "nova-3"),
+        ("simulated/nova-3-general", "nova-3"),
+        ("simulated/sonic-3", "sonic-3"),
+        ("simulated/sonic-3.6", "sonic-3"),
+    ],
+)
+def test_find_matches_dated_prefixed_and_simulated_names(table: PriceTable, model: str, entry: str) -> None:
+    found = table.find(model)
+    assert found is not None, model
+    assert found.name == entry
+
+
+@pytest.mark.parametrize(
+    ("model", "entry"),
+    [
+        ("gpt-4o", "gpt-4o"),
+        ("gpt-4o-mini", "gpt-4o-mini"),
+        ("gpt-4o-mini-tts", "gpt-4o-mini-tts"),
+        ("gpt-4o-transcribe", "gpt-4o-transcribe"),
+        ("gpt-4o-mini-transcribe", "gpt-4o-mini-transcribe"),
+        ("gpt-4.1", "gpt-4.1"),
+        ("gpt-4.1-mini", "gpt-4.1-mini"),
+        ("gpt-4.1-nano", "gpt-4.1-nano"),
+        ("tts-1", "tts-1"),
+        ("tts-1-hd", "tts-1-hd"),
+        ("nova-2", "nova-2"),
+        ("nova-3", "nova-3"),
+        ("sonic-2", "sonic-2"),
+        ("sonic-turbo", "sonic-turbo"),
+        ("sonic-3", "sonic-3"),
+        ("eleven_flash_v2_5", "eleven_flash"),
+        ("eleven_turbo_v2", "eleven_turbo"),
+        ("eleven_multilingual_v2", "eleven_multilingual_v2"),
+        ("eleven_v3", "eleven_v3"),
+        ("whisper-1", "whisper-1"),
+        ("gpt-realtime-whisper", "gpt-realtime-whisper"),
+    ],
+)
+def test_similar_names_are_not_confused(table: PriceTable, model: str, entry: str) -> None:
+    matching = [e.name for e in table.entries if e.matches(model)]
+    assert matching == [entry]
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "gpt-4o-mini-realtime-preview",
+        "gpt-4.1-mini-fast",
+        "gpt-4.10",
+        "chatgpt-4o-latest",
+        "gpt-4o-transcribe-diarize",
+        "nova-3-medical",
+        "nova",
+        "sonic",
+        "sonic-4",
+        "sonic-2-turbo",
+        "eleven_flash_v3",
+        "whisper-1-large",
+        "simulated/simulated/gpt-4.1-mini",
+        "xsimulated/gpt-4.1-mini",
+    ],
+)
+def test_near_misses_are_not_priced(table: PriceTable, model: str) -> None:
+    assert table.find(model) is None
+
+
+def test_default_table_is_complete_and_well_formed(table: PriceTable) -> None:
+    names = [e.name for e in table.entries]
+    assert len(names) == len(set(names))
+    for required in (
+        "nova-2",
+        "nova-3",
+        "sonic-2",
+        "sonic-3",
+        "sonic-turbo",
+        "eleven_flash",
+        "eleven_turbo",
+        "eleven_multilingual_v2",
+        "tts-1",
+        "tts-1-hd",
+        "gpt-4o-mini-tts",
+        "whisper-1",
+        "gpt-4o-transcribe",
+        "gpt-4o-mini-transcribe",
+        "gpt-4o",
+        "gpt-4o-mini",
+        "gpt-4.1",
+        "gpt-4.1-mini",
+        "gpt-4.1-nano",
+    ):
+        assert required in names
+    unit_keys = {"llm": {USAGE_INPUT, USAGE_OUTPUT}, "stt": {USAGE_INPUT_AUDIO_MS}, "tts": {USAGE_INPUT_CHARACTERS}}
+    for entry in table.entries:
+        assert isinstance(entry, ModelPrice)
+        assert entry.source.startswith("https://"), entry.name
+        date.fromisoformat(entry.date)
+        assert unit_keys[entry.kind] <= set(entry.unit_prices), entry.name
+        assert all(price >= 0 for price in entry.unit_prices.values()), entry.name
+        assert entry.pattern.flags & re.IGNORECASE
+        assert entry.matches(entry.name) or entry.name in {"eleven_flash", "eleven_turbo"}, entry.name
+    assert table.find("gpt-4o-mini-tts") is not None
+    assert "estimate" in table.find("gpt-4o-mini-tts").note.lower()  # type: ignore[union-attr]
+
+
+def test_unit_prices_are_converted_from_the_file_units(table: PriceTable) -> None:
+    assert dict(table.find("gpt-4.1-mini").unit_prices) == {  # type: ignore[union-attr]
+        USAGE_INPUT: 4e-07,
+        USAGE_INPUT_CACHED_TOKENS: 1e-07,
+        USAGE_OUTPUT: 1.6e-06,
+    }
+    assert dict(table.find("nova-3").unit_prices) == {USAGE_INPUT_AUDIO_MS: 8e-08}  # type: ignore[union-attr]
+    assert dict(table.find("eleven_v3").unit_prices) == {USAGE_INPUT_CHARACTERS: 1e-04}  # type: ignore[union-attr]
+
+
+# --- user file --------------------------------------------------------------------------------
+
+
+def test_user_file_overrides_a_default_and_adds_a_model(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[[model]]
+name = "nova-3"
+kind = "stt"
+match = '(?i)^(deepgram/)?nova-3(-general)?$'
+usd_per_minute = 0.0042
+source = "https://example.com/our-growth-contract"
+date = 2026-10-01
+note = "Growth plan"
+
+[[model]]
+name = "my-llm"
+kind = "llm"
+usd_per_million_tokens = { input = 1.0, input_cache_creation_tokens = 1.25, output = 2.0 }
+source = "https://example.com/pricing"
+date = "2026-01-31"
+""",
+    )
+    table = PriceTable.load(path)
+    nova = table.find("simulated/nova-3-general")
+    assert nova is not None
+    assert nova.note == "Growth plan"
+    assert nova.date == "2026-10-01"
+    assert table.cost("nova-3", {USAGE_INPUT_AUDIO_MS: 60_000}) == {USAGE_INPUT_AUDIO_MS: 0.0042, USAGE_TOTAL: 0.0042}
+    assert [e.name for e in table.entries].count("nova-3") == 1
+    # without `match`, the name itself matches (any case)
+    assert table.cost("My-LLM", {USAGE_INPUT: 1000, USAGE_INPUT_CACHE_CREATION_TOKENS: 1000, USAGE_OUTPUT: 1000}) == {
+        USAGE_INPUT: 0.001,
+        USAGE_INPUT_CACHE_CREATION_TOKENS: 0.00125,
+        USAGE_OUTPUT: 0.002,
+        USAGE_TOTAL: 0.00425,
+    }
+    assert table.find("my-llm-2") is None
+    # defaults are still there
+    assert table.find("gpt-4.1-mini") is not None
+    assert PriceTable.load().find("nova-3").unit_prices[USAGE_INPUT_AUDIO_MS] == 8e-08  # type: ignore[union-attr]
+
+
+def test_user_patterns_are_matched_before_defaults(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[[model]]
+name = "all-gpt-4.1"
+kind = "llm"
+match = '(?i)^gpt-4\\.1.*$'
+usd_per_million_tokens = { input = 0, output = 0 }
+source = "https://example.com/free"
+date = "2026-01-31"
+""",
+    )
+    table = PriceTable.load(path)
+    assert table.entries[0].name == "all-gpt-4.1"
+    assert table.find("simulated/gpt-4.1-mini").name == "all-gpt-4.1"  # type: ignore[union-attr]
+    assert table.cost("gpt-4.1-mini", {USAGE_INPUT: 1000, USAGE_OUTPUT: 1000}) == {
+        USAGE_INPUT: 0.0,
+        USAGE_OUTPUT: 0.0,
+        USAGE_TOTAL: 0.0,
+    }
+    assert table.find("gpt-4o").name == "gpt-4o"  # type: ignore[union-attr]
+
+
+def test_empty_user_file_keeps_the_defaults(tmp_path: Path) -> None:
+    table = PriceTable.load(write(tmp_path, "# nothing yet\n"))
+    assert [e.name for e in table.entries] == [e.name for e in PriceTable.load().entries]
+
+
+# --- malformed files --------------------------------------------------------------------------
+
+
+def entry(**fields: str) -> str:
+    """A valid [[model]] entry with some fields replaced (value "" removes the field)."""
+    base = {
+        "name": '"bad-model"',
+        "kind": '"llm"',
+        "match": '"(?i)^bad-model$"',
+        "usd_per_million_tokens": "{ input = 1.0, output = 2.0 }",
+        "source": '"https://example.com/pricing"',
+        "date": '"2026-01-31"',
+    }
+    base.update(fields)
+    lines = [f"{key} = {value}" for key, value in base.items() if value != ""]
+    return "[[model]]\n" + "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (entry(source=""), "missing field 'source'"),
+        (entry(kind=""), "missing field 'kind'"),
+        (entry(date=""), "missing field 'date'"),
+        (entry(kind='"asr"'), "unknown kind 'asr'"),
+        (entry(usd_per_million_tokens="", usd_per_second="0.1"), "unknown field(s) 'usd_per_second'"),
+        (entry(usd_per_million_tokens=""), "missing price"),
+        (entry(usd_per_million_tokens="", usd_per_minute="0.01"), "'usd_per_minute' is not a price for kind 'llm'"),
+        (
+            entry(kind='"tts"', usd_per_million_tokens="", usd_per_million_characters="1", usd_per_1k_characters="1"),
+            "several prices",
+        ),
+        (entry(match='"(?i)^gpt-4o(-\\\\d{4}$"'), "not a valid regular expression"),
+        (entry(usd_per_million_tokens='{ input = "0.40", output = 1.0 }'), "must be a number"),
+        (entry(usd_per_million_tokens="{ input = 1.0, output = true }"), "must be a number"),
+        (entry(usd_per_million_tokens="{ input = 1.0, output = nan }"), "finite"),
+        (entry(usd_per_million_tokens="{ input = 1.0 }"), "missing 'output'"),
+        (
+            entry(usd_per_million_tokens="{ input = 1.0, output = 1.0, output_reasoning_tokens = 3.0 }"),
+            "Reasoning tokens are billed as output",
+        ),
+        (entry(usd_per_million_tokens="1.0"), "must be a table"),
+        (entry(date='"31/01/2026"'), "YYYY-MM-DD"),
+        (entry(name='""'), "'name' must be a non-empty string"),
+        (entry(note="3"), "'note' must be a string"),
+    ],
+)
+def test_malformed_entry_raises_naming_file_and_entry(tmp_path: Path, text: str, fragment: str) -> None:
+    path = write(tmp_path, VALID_ENTRY + text)
+    with pytest.raises(PricingError) as info:
+        PriceTable.load(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "[[model]] #2" in message
+    assert fragment in message
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        (entry(usd_per_million_tokens="{ input = -0.40, output = 1.0 }"), "usd_per_million_tokens.input"),
+        (entry(kind='"stt"', usd_per_million_tokens="", usd_per_minute="-0.0048"), "usd_per_minute"),
+        (entry(kind='"tts"', usd_per_million_tokens="", usd_per_1k_characters="-0.05"), "usd_per_1k_characters"),
+    ],
+)
+def test_negative_price_raises(tmp_path: Path, text: str, label: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(PricingError, match="negative") as info:
+        PriceTable.load(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "'bad-model'" in message
+    assert label in message
+    assert "fix the sign" in message
+
+
+def test_toml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID_ENTRY + '\n[[model]]\nname = "oops\nkind = "llm"\n')
+    with pytest.raises(PricingError) as info:
+        PriceTable.load(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "not valid TOML" in message
+    assert "line 11" in message
+    assert "[[model]]" in message  # shows what an entry looks like
+
+
+def test_duplicate_names_in_one_file_raise(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID_ENTRY + VALID_ENTRY.replace("my-llm$", "my-llm-2$"))
+    with pytest.raises(PricingError, match=r"#2 \(name 'my-llm'\) has the same name as \[\[model\]\] #1"):
+        PriceTable.load(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (VALID_ENTRY.replace("[[model]]", "[[models]]"), "unknown top-level key(s) 'models'"),
+        (VALID_ENTRY.replace("[[model]]", "[model]"), "write [[model]], not [model]"),
+    ],
+)
+def test_misspelled_tables_raise(tmp_path: Path, text: str, fragment: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(PricingError) as info:
+        PriceTable.load(path)
+    assert str(path) in str(info.value)
+    assert fragment in str(info.value)
+
+
+def test_missing_user_file_raises(tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    with pytest.raises(PricingError, match="PRICING_FILE") as info:
+        PriceTable.load(path)
+    assert str(path) in str(info.value)
