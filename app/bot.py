@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from dotenv import load_dotenv
+from dotenv import find_dotenv, load_dotenv
 from loguru import logger
 from pipecat.frames.frames import LLMRunFrame
 from pipecat.observers.base_observer import BaseObserver
@@ -162,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (also: LOG_LEVEL=DEBUG)")
     args, runner_argv = parser.parse_known_args(argv)
 
-    load_dotenv(override=False)  # the real environment wins over .env
+    load_dotenv(find_dotenv(usecwd=True), override=False)  # .env of the working directory; the environment wins
     _setup_logging("DEBUG" if args.verbose else os.environ.get(LOG_LEVEL, "INFO"))
     try:
         config = _config()
@@ -204,14 +204,31 @@ def _setup_logging(level: str) -> None:
 
 
 class _InterceptHandler(logging.Handler):
-    """Send standard-library log records (Langfuse SDK, OpenTelemetry exporter) to loguru."""
+    """Send standard-library log records (Langfuse SDK, OpenTelemetry exporter) to loguru.
+
+    The OTLP exporter logs every failed batch and retry; the first failure is shown once with
+    the fix, the rest at DEBUG, so a Langfuse outage reads as one line, not a stream.
+    """
+
+    _export_failure_shown = False
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             level: str | int = logger.level(record.levelname).name
         except ValueError:
             level = record.levelno
-        logger.opt(depth=6, exception=record.exc_info).log(level, record.getMessage())
+        message = record.getMessage()
+        if record.name.startswith("opentelemetry.exporter") and record.levelno >= logging.WARNING:
+            if _InterceptHandler._export_failure_shown:
+                level = "DEBUG"
+            else:
+                _InterceptHandler._export_failure_shown = True
+                level = "WARNING"
+                message = (
+                    f"Sending traces to Langfuse failed: {message} The call goes on; check LANGFUSE_BASE_URL and "
+                    "the keys with `uv run test_langfuse`. Further export errors are logged at DEBUG."
+                )
+        logger.opt(depth=6, exception=record.exc_info).log(level, message)
 
 
 if __name__ == "__main__":

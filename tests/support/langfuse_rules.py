@@ -63,6 +63,11 @@ def counts_in_model_usage(span: ReceivedSpan) -> bool:
 
 
 def json_attribute(span: ReceivedSpan, key: str) -> Any:
-    """A JSON-encoded Langfuse attribute, decoded (None when absent)."""
+    """A Langfuse attribute as the server reads it: JSON decoded, plain strings as they are."""
     raw = span.attributes.get(key)
-    return json.loads(raw) if isinstance(raw, str) else raw
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw

@@ -1,0 +1,154 @@
+"""The real `bot` entrypoint, run as a subprocess on a fresh working directory with no .env."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.offline import QUICK_SCRIPT
+from tests.conftest import clean_environment
+from tests.support.langfuse_rules import counts_in_model_usage, json_attribute
+from tests.support.langfuse_server import OTLP_PATH, LocalLangfuse
+
+pytestmark = pytest.mark.integration
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def server() -> Iterator[LocalLangfuse]:
+    server = LocalLangfuse().start()
+    yield server
+    server.stop()
+
+
+def run_bot(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    full_env = {**clean_environment(), "PYTHONPATH": str(PROJECT_ROOT), **env}
+    return subprocess.run(
+        [sys.executable, "-m", "app.bot", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def langfuse_env(server: LocalLangfuse, enabled: str) -> dict[str, str]:
+    return {
+        "ENABLE_TRACING": enabled,
+        "LANGFUSE_PUBLIC_KEY": server.public_key,
+        "LANGFUSE_SECRET_KEY": server.secret_key,
+        "LANGFUSE_BASE_URL": server.url,
+    }
+
+
+def test_tracing_disabled_sends_nothing_and_still_prints_the_summary(server: LocalLangfuse, tmp_path: Path) -> None:
+    result = run_bot(tmp_path, {**langfuse_env(server, "false"), "OPENAI_API_KEY": "sk-not-used"}, "--quick")
+    assert result.returncode == 0, result.stderr
+    assert server.requests == []
+    assert "DEEPGRAM_API_KEY, CARTESIA_API_KEY not set: running the scripted offline conversation." in result.stderr
+    assert "Langfuse tracing is off" in result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("Conversation ")
+    assert "Langfuse trace" not in lines[0]
+    for utterance in QUICK_SCRIPT.utterances:
+        assert utterance.text in result.stdout
+    assert any(line.startswith("simulated/gpt-4.1-mini") and "llm" in line for line in lines)
+    assert lines[-1].split() == ["Total", "0.003534"]
+    assert server.secret_key not in result.stdout + result.stderr
+
+
+def test_tracing_disabled_builds_no_client_and_installs_no_provider(tmp_path: Path) -> None:
+    script = (
+        "import asyncio\n"
+        "from opentelemetry import trace\n"
+        "from app.bot import _config, run_offline\n"
+        "asyncio.run(run_offline(_config(), quick=True))\n"
+        "from langfuse._client.resource_manager import LangfuseResourceManager\n"
+        "print(type(trace.get_tracer_provider()).__name__, len(LangfuseResourceManager._instances))\n"
+    )
+    env = {**clean_environment(), "PYTHONPATH": str(PROJECT_ROOT), "ENABLE_TRACING": "no"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-2:] == ["ProxyTracerProvider", "0"]
+
+
+def test_offline_run_is_traced_as_simulated(server: LocalLangfuse, tmp_path: Path) -> None:
+    env = {**langfuse_env(server, "TRUE"), "CONVERSATION_ID": "conv-bot-1", "LANGFUSE_TAGS": "demo"}
+    result = run_bot(tmp_path, env, "--offline", "--quick")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].startswith("Conversation conv-bot-1  (Langfuse trace ")
+    spans = server.spans
+    assert {s.attributes["session.id"] for s in spans} == {"conv-bot-1"}
+    assert {tuple(s.attributes["langfuse.trace.tags"]) for s in spans} == {("demo", "simulated")}
+    assert len({s.trace_id for s in spans}) == 1
+    counted = [s for s in spans if counts_in_model_usage(s)]
+    assert sorted({s.attributes["langfuse.observation.model.name"] for s in counted}) == [
+        "simulated/gpt-4.1-mini",
+        "simulated/nova-3-general",
+        "simulated/sonic-3.6",
+    ]
+    (root,) = [s for s in spans if s.name == "voice-conversation"]
+    assert json_attribute(root, "langfuse.observation.metadata.mode") == "offline"
+    assert json_attribute(root, "langfuse.observation.metadata.total_cost_usd") == 0.003534
+
+
+def test_unreachable_langfuse_does_not_break_the_call(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        "ENABLE_TRACING": "1",
+        "LANGFUSE_PUBLIC_KEY": "pk-lf-down",
+        "LANGFUSE_SECRET_KEY": "sk-lf-down-secret",
+        "LANGFUSE_BASE_URL": f"http://127.0.0.1:{port}",
+        "LANGFUSE_TIMEOUT": "1",
+        "LANGFUSE_FLUSH_TIMEOUT": "3",
+    }
+    result = run_bot(tmp_path, env, "--quick")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].split() == ["Total", "0.003534"]
+    assert result.stderr.count("Sending traces to Langfuse failed") == 1
+    assert "uv run test_langfuse" in result.stderr
+    assert "sk-lf-down-secret" not in result.stdout + result.stderr
+
+
+def test_rejected_keys_are_reported_once(server: LocalLangfuse, tmp_path: Path) -> None:
+    env = {**langfuse_env(server, "yes"), "LANGFUSE_SECRET_KEY": "sk-lf-wrong"}
+    result = run_bot(tmp_path, env, "--quick")
+    assert result.returncode == 0, result.stderr
+    assert {r.path for r in server.requests} == {OTLP_PATH}
+    assert server.spans == []
+    assert result.stderr.count("Sending traces to Langfuse failed") == 1
+    assert "401" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ENABLE_TRACING": "maybe"}, "ENABLE_TRACING='maybe' is not a boolean. Use one of: true, false, 1, 0, yes, no."),
+        ({"ENABLE_TRACING": "true"}, "ENABLE_TRACING is true but LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY are not set."),
+        ({"PRICING_FILE": "missing.toml"}, "Cannot read the pricing file missing.toml"),
+    ],
+)
+def test_configuration_errors_stop_before_the_call(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    result = run_bot(tmp_path, env, "--quick")
+    assert result.returncode == 2
+    assert f"Configuration error: {message}" in result.stderr
+    assert result.stdout == ""
+
+
+def test_dotenv_in_the_working_directory_is_loaded(server: LocalLangfuse, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("ENABLE_TRACING=maybe-from-dotenv\n")
+    result = run_bot(tmp_path, {}, "--quick")
+    assert result.returncode == 2
+    assert "ENABLE_TRACING='maybe-from-dotenv' is not a boolean" in result.stderr

@@ -1,0 +1,81 @@
+"""Run a real offline conversation and keep an independent record of what Pipecat reported."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from pipecat.frames.frames import (
+    InterruptionFrame,
+    LLMFullResponseEndFrame,
+    MetricsFrame,
+    TranscriptionFrame,
+    TTSStoppedFrame,
+    UserStartedSpeakingFrame,
+)
+from pipecat.metrics.metrics import LLMUsageMetricsData, STTUsageMetricsData, TTSUsageMetricsData
+from pipecat.observers.base_observer import BaseObserver, FramePushed
+
+from app.bot import run_conversation
+from app.offline import OfflineServices
+from app.tracing import ConversationSummary, VoiceTracer
+from tests.support.langfuse_server import LocalLangfuse, ReceivedRequest, ReceivedSpan
+
+
+class Witness(BaseObserver):
+    """Records every usage report and the frames around it, in the order Pipecat pushed them."""
+
+    def __init__(self) -> None:
+        super().__init__(observe_every_push=False)
+        self.events: list[tuple[str, object]] = []
+
+    async def on_push_frame(self, data: FramePushed) -> None:
+        frame = data.frame
+        if isinstance(frame, MetricsFrame):
+            for item in frame.data:
+                if isinstance(item, (LLMUsageMetricsData, STTUsageMetricsData, TTSUsageMetricsData)):
+                    self.events.append((type(item).__name__, item))
+        elif isinstance(frame, UserStartedSpeakingFrame) and frame.broadcast_sibling_id is not None:
+            if data.direction.name == "DOWNSTREAM":
+                self.events.append(("user_started", frame))
+        elif isinstance(frame, (InterruptionFrame, TranscriptionFrame, LLMFullResponseEndFrame, TTSStoppedFrame)):
+            self.events.append((type(frame).__name__, frame))
+
+    def usage(self, metric: type) -> list[object]:
+        """The values of every report of ``metric``, in order."""
+        return [item.value for name, item in self.events if name == metric.__name__]  # type: ignore[attr-defined]
+
+
+@dataclass
+class TracedCall:
+    """One finished conversation: what the tracer saw and what Langfuse received."""
+
+    tracer: VoiceTracer
+    summary: ConversationSummary
+    witness: Witness
+    spans: list[ReceivedSpan]
+    requests: list[ReceivedRequest]
+
+
+def run_traced_call(server: LocalLangfuse, tracer: VoiceTracer, services: OfflineServices) -> TracedCall:
+    """Run ``services`` through the bot's own pipeline in a fresh event loop; collect what arrived."""
+    spans_before, requests_before = len(server.spans), len(server.requests)
+    witness = Witness()
+    summary = asyncio.run(
+        run_conversation(
+            transport=services.transport,
+            stt=services.stt,
+            llm=services.llm,
+            tts=services.tts,
+            tracer=tracer,
+            user_params=services.user_params,
+            observers=[witness],
+        )
+    )
+    return TracedCall(
+        tracer=tracer,
+        summary=summary,
+        witness=witness,
+        spans=server.spans[spans_before:],
+        requests=server.requests[requests_before:],
+    )
