@@ -1,0 +1,1 @@
+"""Langfuse-native observability for Pipecat voice agents: the bot, its tracer and tools."""

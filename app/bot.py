@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from dotenv import find_dotenv, load_dotenv
 from loguru import logger
@@ -63,7 +64,7 @@ async def run_conversation(
     *,
     transport: BaseTransport,
     stt: STTService,
-    llm: LLMService,
+    llm: LLMService[Any],
     tts: TTSService,
     tracer: VoiceTracer,
     user_params: LLMUserAggregatorParams | None = None,
@@ -93,12 +94,12 @@ async def run_conversation(
 
     if live:
 
-        @transport.event_handler("on_client_connected")
+        @transport.event_handler("on_client_connected")  # type: ignore[untyped-decorator]  # untyped in Pipecat
         async def on_client_connected(_transport: BaseTransport, _client: object) -> None:
             context.add_message({"role": "developer", "content": "Greet the caller in one short sentence."})
             await worker.queue_frames([LLMRunFrame()])
 
-        @transport.event_handler("on_client_disconnected")
+        @transport.event_handler("on_client_disconnected")  # type: ignore[untyped-decorator]  # untyped in Pipecat
         async def on_client_disconnected(_transport: BaseTransport, _client: object) -> None:
             await runner.cancel()
 

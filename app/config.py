@@ -49,6 +49,9 @@ class BotSettings:
     @property
     def missing_keys(self) -> tuple[str, ...]:
         """Names of the provider keys that are not set, in a stable order."""
-        keys = ((DEEPGRAM_API_KEY, self.deepgram_api_key), (OPENAI_API_KEY, self.openai_api_key),
-                (CARTESIA_API_KEY, self.cartesia_api_key))
+        keys = (
+            (DEEPGRAM_API_KEY, self.deepgram_api_key),
+            (OPENAI_API_KEY, self.openai_api_key),
+            (CARTESIA_API_KEY, self.cartesia_api_key),
+        )
         return tuple(name for name, value in keys if not value)

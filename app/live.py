@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from pipecat.services.cartesia.tts import CartesiaTTSService
 from pipecat.services.deepgram.stt import DeepgramSTTService
-from pipecat.services.llm_service import LLMService
 from pipecat.services.openai.llm import OpenAILLMService
-from pipecat.services.stt_service import STTService
-from pipecat.services.tts_service import TTSService
 
 from app.config import BotSettings
 
 
-def create_live_services(settings: BotSettings) -> tuple[STTService, LLMService, TTSService]:
+def create_live_services(settings: BotSettings) -> tuple[DeepgramSTTService, OpenAILLMService, CartesiaTTSService]:
     """Build the three live services; every key must be set (see ``BotSettings.missing_keys``)."""
     if settings.missing_keys:
         raise ValueError(f"missing provider keys: {', '.join(settings.missing_keys)}")

@@ -153,7 +153,6 @@ class LangfuseExporter:
 class _FailureGuard:
     """Context manager that swallows and reports tracing failures (once loudly, then counted)."""
 
-
     def __init__(self, exporter: LangfuseExporter, action: str) -> None:
         self._exporter, self._action = exporter, action
 

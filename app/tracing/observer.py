@@ -175,7 +175,7 @@ class VoiceObserver(BaseObserver):
     async def cleanup(self) -> None:
         """Finish the conversation when the worker tears down its observers."""
         self.finish()
-        await super().cleanup()
+        await super().cleanup()  # type: ignore[no-untyped-call]  # untyped in Pipecat
 
     # -- Public results ----------------------------------------------------------------
 

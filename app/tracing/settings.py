@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import overload
 
 ENABLE_TRACING = "ENABLE_TRACING"
 LANGFUSE_PUBLIC_KEY = "LANGFUSE_PUBLIC_KEY"
@@ -164,7 +165,14 @@ def parse_environment(raw: str | None) -> str | None:
     return raw
 
 
+@overload
+def _bounded(name: str, value: str) -> str: ...
+@overload
+def _bounded(name: str, value: None) -> None: ...
+@overload
+def _bounded(name: str, value: str | None) -> str | None: ...
 def _bounded(name: str, value: str | None) -> str | None:
+    """Return ``value``, or raise when it is longer than Langfuse keeps."""
     if value is not None and len(value) > _MAX_ATTRIBUTE_CHARS:
         raise SettingsError(f"{name} is {len(value)} characters long; Langfuse keeps at most {_MAX_ATTRIBUTE_CHARS}.")
     return value

@@ -70,7 +70,9 @@ class ConversationSummary:
     def render(self) -> str:
         """A plain-text table: turns, then models with usage and cost, then the total."""
         w = _TEXT_WIDTH
-        lines = [f"Conversation {self.conversation_id}" + (f"  (Langfuse trace {self.trace_id})" if self.trace_id else "")]
+        lines = [
+            f"Conversation {self.conversation_id}" + (f"  (Langfuse trace {self.trace_id})" if self.trace_id else "")
+        ]
         lines.append("")
         lines.append(f"{'Turn':>4}  {'User':<{w}}  {'Bot':<{w}}  {'Voice-to-voice':>14}  Interrupted")
         for t in self.turns:
@@ -81,7 +83,9 @@ class ConversationSummary:
             )
         lines.append("")
         lines.append(f"{'Model':<30}  {'Kind':<4}  {'Calls':>5}  {'Usage':<40}  {'Cost (USD)':>12}")
-        for m in sorted(self.models, key=lambda m: ("stt", "llm", "tts").index(m.kind) if m.kind in ("stt", "llm", "tts") else 3):
+        for m in sorted(
+            self.models, key=lambda m: ("stt", "llm", "tts").index(m.kind) if m.kind in ("stt", "llm", "tts") else 3
+        ):
             cost = f"{m.cost_usd:.6f}" if m.cost_usd is not None else "not priced"
             lines.append(f"{_clip(m.model, 30):<30}  {m.kind:<4}  {m.calls:>5}  {m.describe_usage():<40}  {cost:>12}")
         lines.append(f"{'Total':<30}  {'':<4}  {'':>5}  {'':<40}  {self.total_cost_usd:>12.6f}")

@@ -133,7 +133,8 @@ class VoiceTracer:
         except TimeoutError:
             logger.warning(
                 f"Langfuse at {self.settings.base_url} did not take the traces within {timeout:g} s "
-                f"({LANGFUSE_FLUSH_TIMEOUT}); they may arrive late or be lost. Check the host with `uv run test_langfuse`."
+                f"({LANGFUSE_FLUSH_TIMEOUT}); they may arrive late or be lost. "
+                "Check the host with `uv run test_langfuse`."
             )
             return False
         except Exception as exc:  # noqa: BLE001 - a failed flush must not fail the call

@@ -135,8 +135,14 @@ def test_rejected_keys_are_reported_once(server: LocalLangfuse, tmp_path: Path) 
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"ENABLE_TRACING": "maybe"}, "ENABLE_TRACING='maybe' is not a boolean. Use one of: true, false, 1, 0, yes, no."),
-        ({"ENABLE_TRACING": "true"}, "ENABLE_TRACING is true but LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY are not set."),
+        (
+            {"ENABLE_TRACING": "maybe"},
+            "ENABLE_TRACING='maybe' is not a boolean. Use one of: true, false, 1, 0, yes, no.",
+        ),
+        (
+            {"ENABLE_TRACING": "true"},
+            "ENABLE_TRACING is true but LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY are not set.",
+        ),
         ({"PRICING_FILE": "missing.toml"}, "Cannot read the pricing file missing.toml"),
     ],
 )

@@ -134,9 +134,7 @@ def test_one_span_per_turn_under_the_conversation(call: TracedCall) -> None:
     turns = turns_of(call)
     assert [t.name for t in turns] == ["turn 1", "turn 2", "turn 3"]
     assert {t.parent_span_id for t in turns} == {root_of(call).span_id}
-    assert [json_attribute(t, "langfuse.observation.input") for t in turns] == [
-        u.text for u in QUICK_SCRIPT.utterances
-    ]
+    assert [json_attribute(t, "langfuse.observation.input") for t in turns] == [u.text for u in QUICK_SCRIPT.utterances]
     assert [json_attribute(t, "langfuse.observation.output") for t in turns] == list(QUICK_SCRIPT.replies)
     assert [json_attribute(t, "langfuse.observation.metadata.turn") for t in turns] == [1, 2, 3]
     # The caller barges in on the first reply.
@@ -232,7 +230,7 @@ def test_tts_usage_is_the_characters_synthesized(call: TracedCall) -> None:
 def test_model_usage_counts_each_usage_report_exactly_once(call: TracedCall) -> None:
     counted = [s for s in call.spans if counts_in_model_usage(s)]
     # Only our generations are generation-like; Pipecat's llm/stt/tts spans are plain spans.
-    assert Counter(s.name for s in counted) == Counter({name: 3 for name in GENERATION_NAMES.values()})
+    assert Counter(s.name for s in counted) == Counter(dict.fromkeys(GENERATION_NAMES.values(), 3))
     assert {s.scope for s in counted} == {"langfuse-sdk"}
     demoted = [s for s in call.spans if s.scope == "pipecat" and s.attributes.get("gen_ai.operation.name") == "chat"]
     assert len(demoted) == 3

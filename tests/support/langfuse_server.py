@@ -171,13 +171,13 @@ def _make_handler(server: LocalLangfuse) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        def log_message(self, format: str, *args: Any) -> None:
             """Keep test output quiet."""
 
-        def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        def do_GET(self) -> None:
             self._handle(b"")
 
-        def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             self._handle(self.rfile.read(length))
 
@@ -198,7 +198,12 @@ def _make_handler(server: LocalLangfuse) -> type[BaseHTTPRequestHandler]:
                 return self._json(401, {"message": error})
             if self.command == "GET" and path == PROJECTS_PATH:
                 server._record(request, [])
-                project = {"id": "project-local", "name": server.project_name, "organization": {"id": "org-local", "name": "local"}, "metadata": {}}
+                project = {
+                    "id": "project-local",
+                    "name": server.project_name,
+                    "organization": {"id": "org-local", "name": "local"},
+                    "metadata": {},
+                }
                 return self._json(200, {"data": [project]})
             if self.command == "POST" and path == OTLP_PATH and server.otlp_status is not None:
                 server._record(request, [])

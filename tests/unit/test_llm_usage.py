@@ -12,8 +12,9 @@ from app.tracing.pricing import (
 
 
 def test_openai_reports_prompt_tokens_gross_of_the_cache() -> None:
-    usage = LLMTokenUsage(prompt_tokens=1200, completion_tokens=300, total_tokens=1500,
-                          cache_read_input_tokens=1000, reasoning_tokens=120)
+    usage = LLMTokenUsage(
+        prompt_tokens=1200, completion_tokens=300, total_tokens=1500, cache_read_input_tokens=1000, reasoning_tokens=120
+    )
     assert llm_usage_details(usage) == {
         USAGE_INPUT: 200,
         USAGE_OUTPUT: 300,
@@ -25,8 +26,13 @@ def test_openai_reports_prompt_tokens_gross_of_the_cache() -> None:
 
 def test_anthropic_reports_prompt_tokens_net_of_the_cache() -> None:
     # Anthropic: prompt_tokens excludes cache reads/writes; total_tokens is gross.
-    usage = LLMTokenUsage(prompt_tokens=200, completion_tokens=300, total_tokens=1550,
-                          cache_read_input_tokens=1000, cache_creation_input_tokens=50)
+    usage = LLMTokenUsage(
+        prompt_tokens=200,
+        completion_tokens=300,
+        total_tokens=1550,
+        cache_read_input_tokens=1000,
+        cache_creation_input_tokens=50,
+    )
     assert llm_usage_details(usage) == {
         USAGE_INPUT: 200,
         USAGE_OUTPUT: 300,

@@ -15,8 +15,19 @@ KEYS = {"LANGFUSE_PUBLIC_KEY": "pk-lf-1", "LANGFUSE_SECRET_KEY": "sk-lf-very-sec
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("true", True), ("TRUE", True), ("1", True), ("yes", True), ("Yes", True),
-     ("false", False), ("FALSE", False), ("0", False), ("no", False), ("NO", False), ("", False)],
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("1", True),
+        ("yes", True),
+        ("Yes", True),
+        ("false", False),
+        ("FALSE", False),
+        ("0", False),
+        ("no", False),
+        ("NO", False),
+        ("", False),
+    ],
 )
 def test_enable_tracing_accepts_booleans_in_any_case(raw: str, expected: bool) -> None:
     assert TracingSettings.from_env({"ENABLE_TRACING": raw, **KEYS}).enabled is expected
@@ -107,8 +118,9 @@ def test_invalid_environment_is_rejected(raw: str) -> None:
         TracingSettings.from_env({"LANGFUSE_TRACING_ENVIRONMENT": raw})
 
 
-@pytest.mark.parametrize(("name", "raw"), [("LANGFUSE_TIMEOUT", "1.5"), ("LANGFUSE_FLUSH_TIMEOUT", "soon"),
-                                           ("LANGFUSE_FLUSH_TIMEOUT", "0")])
+@pytest.mark.parametrize(
+    ("name", "raw"), [("LANGFUSE_TIMEOUT", "1.5"), ("LANGFUSE_FLUSH_TIMEOUT", "soon"), ("LANGFUSE_FLUSH_TIMEOUT", "0")]
+)
 def test_bad_numbers_name_their_variable(name: str, raw: str) -> None:
     with pytest.raises(SettingsError, match=rf"^{name}="):
         TracingSettings.from_env({name: raw})

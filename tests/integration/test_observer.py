@@ -1,0 +1,108 @@
+"""The observer inside real Pipecat pipelines (`pipecat.tests.utils.run_test`), with odd service behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+
+import pytest
+from loguru import logger
+from pipecat.frames.frames import (
+    Frame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+    MetricsFrame,
+    TextFrame,
+    TranscriptionFrame,
+)
+from pipecat.metrics.metrics import LLMTokenUsage, LLMUsageMetricsData, STTUsage, STTUsageMetricsData
+from pipecat.processors.frame_processor import FrameDirection
+from pipecat.services.llm_service import LLMService
+from pipecat.services.stt_service import STTService
+from pipecat.tests.utils import run_test
+
+from app.tracing import TracingSettings, VoiceTracer
+from app.tracing.pricing import USAGE_INPUT, USAGE_INPUT_AUDIO_MS, USAGE_OUTPUT, USAGE_TOTAL
+
+pytestmark = pytest.mark.integration
+
+
+class ScriptedLLM(LLMService):
+    """Answers any text frame with one malformed metrics frame, then a normal completion."""
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if not isinstance(frame, TextFrame):
+            await self.push_frame(frame, direction)
+            return
+        await self.push_frame(MetricsFrame(data=None))  # type: ignore[arg-type]  # what a buggy processor might push
+        await self.push_frame(LLMFullResponseStartFrame())
+        await self.push_frame(LLMTextFrame("Hello there."))
+        usage = LLMTokenUsage(prompt_tokens=10, completion_tokens=5, total_tokens=15)
+        await self.push_frame(MetricsFrame(data=[LLMUsageMetricsData(processor=self.name, model="gpt-4.1-mini", value=usage)]))
+        await self.push_frame(LLMFullResponseEndFrame())
+
+
+class ScriptedSTT(STTService):
+    """Reports audio, transcribes, reports late audio, then (much later) audio with no transcript."""
+
+    async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame | None, None]:
+        yield None
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if not isinstance(frame, TextFrame) or isinstance(frame, TranscriptionFrame):
+            await self.push_frame(frame, direction)
+            return
+        for seconds in (0.75, 0.5):
+            await self.push_frame(self._usage(seconds))
+        await self.push_frame(TranscriptionFrame("hello", user_id="u", timestamp="now"))
+        await self.push_frame(self._usage(0.25))  # a billing report right after the transcript
+        await asyncio.sleep(0.6)  # longer than the observer waits for late metrics
+        await self.push_frame(self._usage(0.3))  # trailing audio flushed at the end of the call
+
+    def _usage(self, seconds: float) -> MetricsFrame:
+        return MetricsFrame(
+            data=[STTUsageMetricsData(processor=self.name, model="nova-3", value=STTUsage(audio_seconds=seconds))]
+        )
+
+
+def recording_tracer() -> VoiceTracer:
+    return VoiceTracer(TracingSettings(enabled=False), conversation_id="conv-observer")
+
+
+async def test_a_failing_frame_is_logged_once_and_the_call_goes_on() -> None:
+    tracer = recording_tracer()
+    warnings: list[str] = []
+    sink = logger.add(lambda m: warnings.append(m.record["message"]), level="WARNING")
+    try:
+        await run_test(
+            ScriptedLLM(),
+            frames_to_send=[TextFrame("go"), TextFrame("again")],
+            expected_down_frames=None,
+            observers=tracer.observers,
+        )
+    finally:
+        logger.remove(sink)
+    tracer.observer.finish()
+
+    failures = [w for w in warnings if w.startswith("Voice tracing failed")]
+    assert len(failures) == 1, warnings
+    assert "The call goes on" in failures[0]
+    (llm,) = tracer.summary().models
+    assert (llm.kind, llm.model, llm.calls) == ("llm", "gpt-4.1-mini", 2)
+    assert llm.usage == {USAGE_INPUT: 20, USAGE_OUTPUT: 10, USAGE_TOTAL: 30}
+    assert llm.cost_usd == pytest.approx(20 * 0.4e-6 + 10 * 1.6e-6)
+
+
+async def test_stt_audio_after_the_last_transcript_is_still_counted() -> None:
+    tracer = recording_tracer()
+    await run_test(ScriptedSTT(), frames_to_send=[TextFrame("speak")], expected_down_frames=None, observers=tracer.observers)
+    tracer.observer.finish()
+
+    (stt,) = tracer.summary().models
+    # 750 + 500 + 250 ms land on the transcript's unit; the trailing 300 ms becomes a unit of its own.
+    assert (stt.model, stt.calls) == ("nova-3", 2)
+    assert stt.usage == {USAGE_INPUT_AUDIO_MS: 1800}
+    assert tracer.summary().turns[0].user_text == "hello"
