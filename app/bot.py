@@ -178,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log_tracing(config.tracing)
         summary = asyncio.run(run_offline(config, quick=args.quick))
         print(summary.render(), flush=True)
+        print("\nOffline run: simulated services, priced as the live models they stand in for.", flush=True)
         return 0
 
     from pipecat.runner.run import main as run_live

@@ -147,7 +147,7 @@ class VoiceObserver(BaseObserver):
         self._turns: list[_Turn] = []
         self._open: dict[str, _Unit] = {}
         self._settling: deque[_Unit] = deque()
-        self._pending_llm_input: dict[str, Any] = {}
+        self._pending_llm_input: list[Any] | None = None
         self._user_started_ns: int | None = None
         self._bot_speaking = False
         self._usage: dict[tuple[ServiceKind, str], ModelUsage] = {}
@@ -276,8 +276,9 @@ class VoiceObserver(BaseObserver):
         self._close(unit, data.timestamp)
 
     def _on_llm_context(self, data: FramePushed) -> None:
-        if self._kind(data.destination) == "llm":
-            self._pending_llm_input[data.destination.name] = list(data.frame.context.get_messages())  # type: ignore[attr-defined]
+        # Only the first push is observed, and processors may sit between the aggregator and the
+        # LLM, so the latest context is kept for the next LLM unit whatever its destination.
+        self._pending_llm_input = list(data.frame.context.get_messages())  # type: ignore[attr-defined]
 
     def _on_unit_start(self, data: FramePushed) -> None:
         kind = self._kind(data.source)
@@ -368,10 +369,14 @@ class VoiceObserver(BaseObserver):
             turn=self._current_turn(data.timestamp),
             start_ns=start_ns,
             last_ns=data.timestamp,
-            input=self._pending_llm_input.pop(data.source.name, None) if kind == "llm" else None,
+            input=self._take_llm_input() if kind == "llm" else None,
         )
         self._open[unit.processor] = unit
         return unit
+
+    def _take_llm_input(self) -> list[Any] | None:
+        messages, self._pending_llm_input = self._pending_llm_input, None
+        return messages
 
     def _close(self, unit: _Unit, end_ns: int) -> None:
         self._open.pop(unit.processor, None)

@@ -63,6 +63,7 @@ class VoiceTracer:
         self._tags = list(dict.fromkeys([*settings.tags, *tags]))
         self._metadata = dict(metadata or {})
         self._exporter: LangfuseExporter | None = None
+        self._entered = False
         self.trace_id: str | None = None
         if settings.enabled:
             self._exporter = LangfuseExporter(client if client is not None else build_client(settings))
@@ -86,6 +87,9 @@ class VoiceTracer:
         On exit the conversation is finished and flushed off the event loop, bounded by
         ``LANGFUSE_FLUSH_TIMEOUT``. Errors of the body propagate unchanged.
         """
+        if self._entered:
+            raise RuntimeError("A VoiceTracer traces one conversation; create a new one for the next call.")
+        self._entered = True
         stack = ExitStack()
         root: Any = None
         if self._exporter is not None:
@@ -118,6 +122,8 @@ class VoiceTracer:
                 self._close_root(root)
             stack.close()
             await self.flush()
+            if self._exporter is not None and self._exporter.failures > 1:
+                logger.warning(f"{self._exporter.failures} tracing errors in conversation {self.conversation_id}.")
 
     def summary(self) -> ConversationSummary:
         """Turns, usage and cost of the conversation so far."""

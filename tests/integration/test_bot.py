@@ -40,6 +40,10 @@ def run_bot(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedP
     )
 
 
+def total_line(stdout: str) -> list[str]:
+    return next(line.split() for line in stdout.splitlines() if line.startswith("Total"))
+
+
 def langfuse_env(server: LocalLangfuse, enabled: str) -> dict[str, str]:
     return {
         "ENABLE_TRACING": enabled,
@@ -61,7 +65,8 @@ def test_tracing_disabled_sends_nothing_and_still_prints_the_summary(server: Loc
     for utterance in QUICK_SCRIPT.utterances:
         assert utterance.text in result.stdout
     assert any(line.startswith("simulated/gpt-4.1-mini") and "llm" in line for line in lines)
-    assert lines[-1].split() == ["Total", "0.003534"]
+    assert total_line(result.stdout) == ["Total", "0.003534"]
+    assert lines[-1] == "Offline run: simulated services, priced as the live models they stand in for."
     assert server.secret_key not in result.stdout + result.stderr
 
 
@@ -116,7 +121,7 @@ def test_unreachable_langfuse_does_not_break_the_call(tmp_path: Path) -> None:
     }
     result = run_bot(tmp_path, env, "--quick")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1].split() == ["Total", "0.003534"]
+    assert total_line(result.stdout) == ["Total", "0.003534"]
     assert result.stderr.count("Sending traces to Langfuse failed") == 1
     assert "uv run test_langfuse" in result.stderr
     assert "sk-lf-down-secret" not in result.stdout + result.stderr
@@ -158,3 +163,48 @@ def test_dotenv_in_the_working_directory_is_loaded(server: LocalLangfuse, tmp_pa
     result = run_bot(tmp_path, {}, "--quick")
     assert result.returncode == 2
     assert "ENABLE_TRACING='maybe-from-dotenv' is not a boolean" in result.stderr
+
+
+def test_with_all_provider_keys_it_starts_the_live_runner(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **clean_environment(),
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "DEEPGRAM_API_KEY": "dg-test",
+        "OPENAI_API_KEY": "sk-test",
+        "CARTESIA_API_KEY": "ca-test",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.bot", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        status = wait_for_http(f"http://127.0.0.1:{port}/client/", process)
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=30)
+    assert status == 200, output
+    assert "running the scripted offline conversation" not in output
+
+
+def wait_for_http(url: str, process: subprocess.Popen[str], attempts: int = 600) -> int:
+    """GET ``url`` until it answers (or the process exits); return the HTTP status."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    for _ in range(attempts):
+        if process.poll() is not None:
+            return -1
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return int(response.status)
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.1)
+    return -2

@@ -40,7 +40,9 @@ class ScriptedLLM(LLMService):
         await self.push_frame(LLMFullResponseStartFrame())
         await self.push_frame(LLMTextFrame("Hello there."))
         usage = LLMTokenUsage(prompt_tokens=10, completion_tokens=5, total_tokens=15)
-        await self.push_frame(MetricsFrame(data=[LLMUsageMetricsData(processor=self.name, model="gpt-4.1-mini", value=usage)]))
+        await self.push_frame(
+            MetricsFrame(data=[LLMUsageMetricsData(processor=self.name, model="gpt-4.1-mini", value=usage)])
+        )
         await self.push_frame(LLMFullResponseEndFrame())
 
 
@@ -98,7 +100,9 @@ async def test_a_failing_frame_is_logged_once_and_the_call_goes_on() -> None:
 
 async def test_stt_audio_after_the_last_transcript_is_still_counted() -> None:
     tracer = recording_tracer()
-    await run_test(ScriptedSTT(), frames_to_send=[TextFrame("speak")], expected_down_frames=None, observers=tracer.observers)
+    await run_test(
+        ScriptedSTT(), frames_to_send=[TextFrame("speak")], expected_down_frames=None, observers=tracer.observers
+    )
     tracer.observer.finish()
 
     (stt,) = tracer.summary().models
@@ -106,3 +110,43 @@ async def test_stt_audio_after_the_last_transcript_is_still_counted() -> None:
     assert (stt.model, stt.calls) == ("nova-3", 2)
     assert stt.usage == {USAGE_INPUT_AUDIO_MS: 1800}
     assert tracer.summary().turns[0].user_text == "hello"
+
+
+class UnpricedSTT(ScriptedSTT):
+    """Like ScriptedSTT, under a model name no price table knows."""
+
+    def _usage(self, seconds: float) -> MetricsFrame:
+        return MetricsFrame(
+            data=[STTUsageMetricsData(processor=self.name, model="acme-stt-1", value=STTUsage(audio_seconds=seconds))]
+        )
+
+
+async def test_an_unpriced_stt_model_is_recorded_and_warned_about_once() -> None:
+    tracer = recording_tracer()
+    warnings: list[str] = []
+    sink = logger.add(lambda m: warnings.append(m.record["message"]), level="WARNING")
+    try:
+        await run_test(
+            UnpricedSTT(), frames_to_send=[TextFrame("speak")], expected_down_frames=None, observers=tracer.observers
+        )
+    finally:
+        logger.remove(sink)
+    tracer.observer.finish()
+
+    (stt,) = tracer.summary().models
+    assert (stt.model, stt.calls, stt.cost_usd) == ("acme-stt-1", 2, None)
+    assert stt.usage == {USAGE_INPUT_AUDIO_MS: 1800}
+    assert [w for w in warnings if w.startswith("No price")] == [
+        "No price for STT model 'acme-stt-1': its usage is recorded without cost. "
+        "Add it to your PRICING_FILE (see README, Pricing)."
+    ]
+    assert "not priced" in tracer.summary().render()
+
+
+async def test_a_tracer_traces_one_conversation() -> None:
+    tracer = recording_tracer()
+    async with tracer.conversation():
+        pass
+    with pytest.raises(RuntimeError, match="create a new one for the next call"):
+        async with tracer.conversation():
+            pass
