@@ -59,7 +59,7 @@ from pipecat.metrics.metrics import (
     TTFBMetricsData,
     TTSUsageMetricsData,
 )
-from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.observers.base_observer import BaseObserver, FrameProcessed, FramePushed
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
@@ -359,14 +359,18 @@ def build_pipeline(workload: Workload, tally: Tally, clock: ScriptClock) -> Pipe
 
 
 class NoOpObserver(BaseObserver):
-    """Sees each frame once and only counts it: the floor cost of any observer."""
+    """Sees each frame once and only counts what Pipecat hands it: the floor cost of any observer."""
 
     def __init__(self) -> None:
         super().__init__(observe_every_push=False)
         self.frames = 0
+        self.processed = 0
 
     async def on_push_frame(self, data: FramePushed) -> None:
         self.frames += 1
+
+    async def on_process_frame(self, data: FrameProcessed) -> None:
+        self.processed += 1  # every processor reports every frame it processes, to every observer
 
 
 class Recorder(BaseObserver):
@@ -381,7 +385,7 @@ class Recorder(BaseObserver):
 
 
 @dataclass
-class Langfuse4:
+class LangfuseStandIn:
     """The exporting variant's server and client, shared by its runs."""
 
     server: RemoteLangfuse
@@ -389,21 +393,22 @@ class Langfuse4:
     client: Langfuse
 
 
-def make_tracer(variant: str, langfuse: Langfuse4, conversation_id: str) -> VoiceTracer:
+def make_tracer(variant: str, langfuse: LangfuseStandIn, conversation_id: str) -> VoiceTracer:
     if variant == "recording":
         return VoiceTracer(TracingSettings(enabled=False), conversation_id=conversation_id)
     return VoiceTracer(langfuse.settings, conversation_id=conversation_id, client=langfuse.client)
 
 
-def check_tracer(tracer: VoiceTracer, workload: Workload, langfuse: Langfuse4) -> tuple[list[str], int, int]:
+def check_tracer(tracer: VoiceTracer, workload: Workload, langfuse: LangfuseStandIn) -> tuple[list[str], int, int]:
     """Problems with what the tracer recorded and exported; and the generations and spans received."""
     problems = []
+    name = tracer.conversation_id
     summary = tracer.summary()
     if len(summary.turns) != workload.turns or any(t.interrupted for t in summary.turns):
-        problems.append(f"recorded {len(summary.turns)} turns (expected {workload.turns}, none interrupted)")
+        problems.append(f"{name}: recorded {len(summary.turns)} turns (expected {workload.turns}, none interrupted)")
     calls = {m.kind: m.calls for m in summary.models}
     if calls != dict.fromkeys(("stt", "llm", "tts"), workload.turns):
-        problems.append(f"recorded units {calls}, expected {workload.turns} of each kind")
+        problems.append(f"{name}: recorded units {calls}, expected {workload.turns} of each kind")
     if not tracer.enabled or tracer.trace_id is None:
         return problems, 0, 0
     names = langfuse.server.span_names(tracer.trace_id)
@@ -412,7 +417,7 @@ def check_tracer(tracer: VoiceTracer, workload: Workload, langfuse: Langfuse4) -
     expected_spans = workload.generations + workload.turns + 1  # generations, turns, the conversation
     if generations != workload.generations or spans != expected_spans:
         problems.append(
-            f"MISMATCH: the Langfuse server received {generations} generations and {spans} spans for trace "
+            f"{name}: MISMATCH: the Langfuse server received {generations} generations and {spans} spans for trace "
             f"{tracer.trace_id}; expected {workload.generations} generations and {expected_spans} spans"
         )
     return problems, generations, spans
@@ -430,13 +435,19 @@ class Run:
     exit_s: float
     frames: int
     peak_bytes: int = 0
+    observed: tuple[int, int] = (0, 0)  # the no-op observer's on_push_frame and on_process_frame calls
     generations: int = 0
     spans: int = 0
     problems: list[str] = field(default_factory=list)
 
 
 async def run_call(
-    variant: str, workload: Workload, langfuse: Langfuse4, conversation_id: str, *, recorder: Recorder | None = None
+    variant: str,
+    workload: Workload,
+    langfuse: LangfuseStandIn,
+    conversation_id: str,
+    *,
+    recorder: Recorder | None = None,
 ) -> Run:
     """Run the call once under ``variant``; memory is measured when tracemalloc is tracing."""
     tally = Tally()
@@ -458,10 +469,9 @@ async def run_call(
     conversation = tracer.conversation() if tracer is not None else contextlib.nullcontext()
 
     gc.collect()
-    tracing_memory = tracemalloc.is_tracing()
-    if tracing_memory:
+    if tracemalloc.is_tracing():
         tracemalloc.reset_peak()
-        base = tracemalloc.get_traced_memory()[0]
+    base = tracemalloc.get_traced_memory()[0]  # (0, 0) when not tracing
     start, cpu_start = time.perf_counter(), time.process_time()
     async with conversation:
         await runner.run()
@@ -471,10 +481,14 @@ async def run_call(
         cpu_s=cpu_end - cpu_start,
         exit_s=time.perf_counter() - run_end,
         frames=tally.frames,
-        peak_bytes=tracemalloc.get_traced_memory()[1] - base if tracing_memory else 0,
+        peak_bytes=tracemalloc.get_traced_memory()[1] - base,
     )
-    if noop is not None and noop.frames < tally.frames:
-        run.problems.append(f"the no-op observer saw {noop.frames} frames of the {tally.frames} the script pushed")
+    if noop is not None:
+        run.observed = (noop.frames, noop.processed)
+        if noop.frames < tally.frames:
+            run.problems.append(
+                f"{conversation_id}: the no-op observer saw {noop.frames} of the {tally.frames} frames pushed"
+            )
     if tracer is not None:
         run.problems, run.generations, run.spans = check_tracer(tracer, workload, langfuse)
     return run
@@ -495,7 +509,7 @@ class Replay:
 
 @contextlib.asynccontextmanager
 async def fresh_observer(
-    kind: str, workload: Workload, langfuse: Langfuse4, conversation_id: str, problems: list[str]
+    kind: str, workload: Workload, langfuse: LangfuseStandIn, conversation_id: str, problems: list[str]
 ) -> AsyncIterator[BaseObserver]:
     """A new observer of ``kind``; a tracer's conversation is flushed and checked on exit."""
     if kind == "noop":
@@ -508,7 +522,7 @@ async def fresh_observer(
 
 
 async def replay(
-    kind: str, events: Sequence[FramePushed], workload: Workload, langfuse: Langfuse4, tag: str
+    kind: str, events: Sequence[FramePushed], workload: Workload, langfuse: LangfuseStandIn, tag: str
 ) -> tuple[Replay, list[str]]:
     """Feed ``events`` to ``on_push_frame`` of a fresh observer, timing the loop, then each call."""
     problems: list[str] = []
@@ -557,7 +571,7 @@ def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-async def measure(args: argparse.Namespace, workload: Workload, langfuse: Langfuse4) -> Results:
+async def measure(args: argparse.Namespace, workload: Workload, langfuse: LangfuseStandIn) -> Results:
     problems: list[str] = []
     runs: dict[str, list[Run]] = {v: [] for v in VARIANTS}
 
@@ -625,11 +639,12 @@ def report(results: Results, args: argparse.Namespace) -> str:
     w, runs = results.workload, results.runs
     frames = runs["baseline"][0].frames
     exporting = runs["exporting"][-1]
+    pushes, processed = runs["noop"][-1].observed
     lines = [
         f"Machine: {machine()}.",
         "",
         f"Call: {w.turns} turns ({w.user_s:g} s of user speech, {w.bot_s:g} s of bot speech, {w.words}-word replies, "
-        f"{w.relays} extra relays); {frames} frames pushed per call, {args.repeats} repeats per variant "
+        f"{w.relays} extra relays); {frames:,} frames pushed per call; {args.repeats} timed calls per variant "
         "(interleaved, after one warm-up call each). Times are `median [min–max]`; ratios are taken within "
         "each repeat, then summarized the same way.",
         "",
@@ -649,6 +664,9 @@ def report(results: Results, args: argparse.Namespace) -> str:
             f"| {paired(results, variant, 'baseline', lambda r: r.cpu_s)} | {exit_ms} |"
         )
     lines += [
+        "",
+        f"Per call, Pipecat handed the no-op observer {pushes:,} pushed frames (`on_push_frame`) and "
+        f"{processed:,} processed-frame events (`on_process_frame`, one per frame per processor).",
         "",
         f"Langfuse stand-in, per exporting call: received {exporting.generations} generations "
         f"(expected {w.generations}: STT, LLM and TTS per turn) and {exporting.spans} spans in all "
@@ -711,7 +729,7 @@ async def main_async(args: argparse.Namespace) -> int:
         )
         client = build_client(settings)
         try:
-            results = await measure(args, workload, Langfuse4(server, settings, client))
+            results = await measure(args, workload, LangfuseStandIn(server, settings, client))
         finally:
             client.shutdown()
     print(report(results, args))

@@ -214,8 +214,6 @@ class VoiceObserver(BaseObserver):
     def _resolve(self, frame_type: type[Frame]) -> Callable[[FramePushed], None] | None:
         """Find the handler of the nearest handled base class, and cache the answer."""
         handler = next((self._handlers[base] for base in frame_type.__mro__[1:] if base in self._handlers), None)
-        if frame_type.__name__.startswith("Interim"):
-            handler = None  # interim transcripts are not work units
         self._handlers[frame_type] = handler
         return handler
 
@@ -445,6 +443,8 @@ class VoiceObserver(BaseObserver):
         if turn.end_ns is not None:
             return
         turn.end_ns, turn.interrupted = end_ns, interrupted
+        latency = f"{turn.latency_s:.2f} s" if turn.latency_s is not None else "-"
+        logger.info(f"Turn {turn.number} ended: voice-to-voice {latency}{', interrupted' if interrupted else ''}.")
         if self._exporter is None:
             return
         metadata: dict[str, Any] = {"turn": turn.number, "interrupted": interrupted}

@@ -127,6 +127,21 @@ def test_unreachable_langfuse_does_not_break_the_call(tmp_path: Path) -> None:
     assert "sk-lf-down-secret" not in result.stdout + result.stderr
 
 
+def test_a_hanging_langfuse_does_not_hold_the_call(tmp_path: Path) -> None:
+    server = LocalLangfuse(hang_s=60).start()  # accepts connections, never answers
+    try:
+        env = {**langfuse_env(server, "true"), "LANGFUSE_FLUSH_TIMEOUT": "2"}
+        result = run_bot(tmp_path, env, "--quick")
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    assert total_line(result.stdout) == ["Total", "0.003534"]
+    assert "did not take the traces within 2 s (LANGFUSE_FLUSH_TIMEOUT)" in result.stderr
+    progress = [line.split(" - ", 1)[1] for line in result.stderr.splitlines() if " ended: voice-to-voice " in line]
+    assert [p.split(":")[0] for p in progress] == ["Turn 1 ended", "Turn 2 ended", "Turn 3 ended"]
+    assert [p.endswith(", interrupted.") for p in progress] == [True, False, False]
+
+
 def test_rejected_keys_are_reported_once(server: LocalLangfuse, tmp_path: Path) -> None:
     env = {**langfuse_env(server, "yes"), "LANGFUSE_SECRET_KEY": "sk-lf-wrong"}
     result = run_bot(tmp_path, env, "--quick")
