@@ -20,12 +20,14 @@ import gc
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import tracemalloc
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib.metadata import version
 
 from langfuse import Langfuse
 from loguru import logger
@@ -560,7 +562,7 @@ class Results:
 
     workload: Workload
     runs: dict[str, list[Run]]
-    memory: dict[str, int]
+    memory: dict[str, list[int]]
     events: int
     audio_events: int
     replays: dict[str, list[Replay]]
@@ -585,17 +587,17 @@ async def measure(args: argparse.Namespace, workload: Workload, langfuse: Langfu
             problems += run.problems
         progress(f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{v} {runs[v][-1].wall_s:.2f} s" for v in VARIANTS))
 
-    memory: dict[str, int] = {}
-    if args.memory:
-        tracemalloc.start()
+    memory: dict[str, list[int]] = {v: [] for v in VARIANTS}
+    for r in range(args.memory_repeats):
+        tracemalloc.start()  # it slows the call down, so memory is measured on calls of its own
         try:
             for variant in VARIANTS:
-                run = await run_call(variant, workload, langfuse, f"bench-memory-{variant}")
-                memory[variant] = run.peak_bytes
+                run = await run_call(variant, workload, langfuse, f"bench-memory-{variant}-{r}")
+                memory[variant].append(run.peak_bytes)
                 problems += run.problems
         finally:
             tracemalloc.stop()
-        progress("memory: " + ", ".join(f"{v} {memory[v] / 1024:.0f} KiB" for v in VARIANTS))
+        progress("memory: " + ", ".join(f"{v} {memory[v][-1] / 1024:.0f} KiB" for v in VARIANTS))
 
     replays: dict[str, list[Replay]] = {k: [] for k in ("noop", "recording", "exporting")}
     recorder = Recorder()
@@ -626,13 +628,24 @@ def paired(results: Results, variant: str, reference: str, value: Callable[[Run]
 
 
 def machine() -> str:
-    import langfuse
-    import pipecat
-
     return (
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} CPUs (nproc), {platform.machine()}, "
-        f"Python {platform.python_version()}, pipecat-ai {pipecat.__version__}, langfuse {langfuse.__version__}"
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {len(os.sched_getaffinity(0))} CPUs (nproc), "
+        f"{platform.machine()}, Python {platform.python_version()}, "
+        f"pipecat-ai {version('pipecat-ai')}, langfuse {version('langfuse')}; code {revision()}"
     )
+
+
+def revision() -> str:
+    """The commit measured, and whether ``app/`` differs from it (read-only git calls)."""
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, env=env)
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "app"], capture_output=True, env=env)
+    except OSError:
+        return "of unknown revision"
+    if head.returncode != 0:
+        return "of unknown revision"
+    return head.stdout.strip() + (" with uncommitted changes in app/" if dirty.returncode == 1 else "")
 
 
 def report(results: Results, args: argparse.Namespace) -> str:
@@ -672,13 +685,21 @@ def report(results: Results, args: argparse.Namespace) -> str:
         f"(expected {w.generations}: STT, LLM and TTS per turn) and {exporting.spans} spans in all "
         f"(expected {w.generations + w.turns + 1}: generations, {w.turns} turns, 1 conversation).",
     ]
-    if results.memory:
-        base = results.memory["baseline"]
+    if args.memory_repeats:
+        memory = results.memory
         lines += [
+            "",
+            f"Memory: {args.memory_repeats} more calls per variant under `tracemalloc` (Python allocations of every "
+            "thread of the process, from just before the call to the end of its final flush); peak minus the "
+            "allocations held before the call.",
             "",
             "| Variant | Peak traced memory during the call (KiB) | × baseline |",
             "|---|---|---|",
-            *(f"| {LABELS[v]} | {results.memory[v] / 1024:,.0f} | {results.memory[v] / base:.2f} |" for v in VARIANTS),
+            *(
+                f"| {LABELS[v]} | {spread([b / 1024 for b in memory[v]])} "
+                f"| {spread([a / b for a, b in zip(memory[v], memory['baseline'], strict=True)], '{:.2f}')} |"
+                for v in VARIANTS
+            ),
         ]
     if results.events:
         other = results.events - results.audio_events
@@ -713,11 +734,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gap-s", type=float, default=0.5, help="silence after the bot, s (default: %(default)s)")
     parser.add_argument("--words", type=int, default=24, help="LLM text frames per reply (default: %(default)s)")
     parser.add_argument("--relays", type=int, default=2, help="extra pass-through processors (default: %(default)s)")
-    parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the tracemalloc pass")
+    parser.add_argument(
+        "--memory-repeats",
+        type=int,
+        default=2,
+        help="calls per variant under tracemalloc, 0 to skip (default: %(default)s)",
+    )
     parser.add_argument("--no-replay", dest="replay", action="store_false", help="skip the replay section")
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.turns < 1 or args.words < 1:
-        parser.error("--repeats, --turns and --words must be at least 1")
+    if min(args.repeats, args.turns, args.words) < 1 or args.memory_repeats < 0 or args.relays < 0:
+        parser.error("--repeats, --turns and --words must be at least 1; --memory-repeats and --relays at least 0")
     return args
 
 

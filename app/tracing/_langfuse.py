@@ -11,7 +11,8 @@ which callers run in a worker thread.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -146,27 +147,16 @@ class LangfuseExporter:
         otel_span = self._client._otel_tracer.start_span(name, context=context, start_time=start_ns)
         return cls(otel_span=otel_span, langfuse_client=self._client, **fields)
 
-    def _guard(self, action: str) -> _FailureGuard:
-        return _FailureGuard(self, action)
-
-
-class _FailureGuard:
-    """Context manager that swallows and reports tracing failures (once loudly, then counted)."""
-
-    def __init__(self, exporter: LangfuseExporter, action: str) -> None:
-        self._exporter, self._action = exporter, action
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or not isinstance(exc, Exception):
-            return False
-        self._exporter.failures += 1
-        if self._exporter.failures == 1:
-            logger.warning(
-                f"Langfuse tracing failed while {self._action}: {exc!r}. The call goes on; "
-                "later tracing errors are only counted (set LOG_LEVEL=DEBUG for tracebacks)."
-            )
-        logger.opt(exception=exc).debug(f"Tracing failure while {self._action}")
-        return True
+    @contextmanager
+    def _guard(self, action: str) -> Iterator[None]:
+        """Swallow and report a tracing failure: the first loudly, the rest counted (traceback at DEBUG)."""
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - tracing must not break the call
+            self.failures += 1
+            if self.failures == 1:
+                logger.warning(
+                    f"Langfuse tracing failed while {action}: {exc!r}. The call goes on; "
+                    "later tracing errors are only counted (set LOG_LEVEL=DEBUG for tracebacks)."
+                )
+            logger.opt(exception=exc).debug(f"Tracing failure while {action}")

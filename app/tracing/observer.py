@@ -337,7 +337,9 @@ class VoiceObserver(BaseObserver):
         elif isinstance(item, TTSUsageMetricsData):
             self._unit(data, kind, item.model, late=True).characters += item.value
         elif isinstance(item, STTUsageMetricsData):
-            self._unit(data, kind, item.model, late=True).audio_seconds += item.value.audio_seconds
+            # STT services report the audio of a transcript just before it, so audio reported
+            # after a transcript belongs to the next one (or to the trailing audio at the end).
+            self._unit(data, kind, item.model).audio_seconds += item.value.audio_seconds
 
     def _unit(self, data: FramePushed, kind: ServiceKind, model: str | None = None, *, late: bool = False) -> _Unit:
         """The unit this activity of ``data.source`` belongs to: the open one, else a new one.

@@ -47,7 +47,7 @@ PRICES = PriceTable.load()
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[LocalLangfuse]:
-    server = LocalLangfuse().start()
+    server = LocalLangfuse(public_key="pk-lf-tracing-tests").start()  # the SDK keeps one client per key
     yield server
     server.stop()
 
