@@ -300,10 +300,15 @@ def _auth_failure(exc: Exception, settings: TracingSettings, host: str, host_var
         why = _network_reason(exc)
     else:
         why = f"{type(exc).__name__}: {exc}"
+    hints = [fix_host, "Is the server running and reachable from this machine (VPN, proxy, firewall)?"]
+    if re.match(r"^https?://(localhost|127\.0\.0\.1)(:\d+)?$", settings.base_url):
+        hints.append(
+            "Local Langfuse: start it with `docker compose -f server/docker-compose.yml up -d` (server/README.md)."
+        )
     return CheckResult(
         ExitCode.UNREACHABLE,
         f"UNREACHABLE: cannot reach Langfuse at {host}: {why}.",
-        (fix_host, "Is the server running and reachable from this machine (VPN, proxy, firewall)?"),
+        tuple(hints),
         base_url=settings.base_url,
         error=exc,
     )

@@ -147,6 +147,7 @@ def test_closed_port_exits_4_naming_url_and_variable(tmp_path: Path) -> None:
     assert done.returncode == 4, done.stdout + done.stderr
     assert done.stdout.startswith(f"UNREACHABLE: cannot reach Langfuse at {url} (from LANGFUSE_BASE_URL)")
     assert "connection refused" in done.stdout
+    assert "docker compose -f server/docker-compose.yml up -d" in done.stdout  # a local host: point at server/
 
 
 def test_slow_server_times_out_with_exit_4(tmp_path: Path) -> None:
