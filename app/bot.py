@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dotenv import find_dotenv, load_dotenv
 from loguru import logger
@@ -39,7 +39,10 @@ from pipecat.workers.runner import WorkerRunner
 from app.config import SYSTEM_PROMPT, BotSettings
 from app.tracing import ConversationSummary, PriceTable, PricingError, SettingsError, TracingSettings, VoiceTracer
 
-__all__ = ["bot", "main", "run_conversation", "run_offline"]
+if TYPE_CHECKING:
+    from app.offline import OfflineServices
+
+__all__ = ["bot", "main", "run_conversation", "run_offline", "run_offline_call"]
 
 LOG_LEVEL = "LOG_LEVEL"
 SIMULATED_TAG = "simulated"
@@ -115,6 +118,13 @@ async def run_offline(config: _Config, *, quick: bool = False) -> ConversationSu
 
     services = create_offline_services(QUICK_SCRIPT if quick else DEFAULT_SCRIPT)
     tracer = VoiceTracer(config.tracing, prices=config.prices, tags=(SIMULATED_TAG,), metadata={"mode": "offline"})
+    return await run_offline_call(services, tracer)
+
+
+async def run_offline_call(
+    services: OfflineServices, tracer: VoiceTracer, *, observers: Sequence[BaseObserver] = ()
+) -> ConversationSummary:
+    """Run the call of ``services`` (transport, offline services, turn strategies) with ``tracer``."""
     return await run_conversation(
         transport=services.transport,
         stt=services.stt,
@@ -122,6 +132,7 @@ async def run_offline(config: _Config, *, quick: bool = False) -> ConversationSu
         tts=services.tts,
         tracer=tracer,
         user_params=services.user_params,
+        observers=observers,
     )
 
 

@@ -67,13 +67,14 @@ from pipecat.pipeline.worker import PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.llm_service import LLMService
-from pipecat.services.settings import LLMSettings, STTSettings, TTSSettings
+from pipecat.services.settings import STTSettings, TTSSettings
 from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 from pipecat.transcriptions.language import Language
 from pipecat.utils.text.base_text_aggregator import TextType
 from pipecat.workers.runner import WorkerRunner
 
+from app.offline import simulated_llm_settings
 from app.tracing import TracingSettings, VoiceTracer
 from app.tracing._langfuse import build_client
 from app.tracing.observer import GENERATION_NAMES, VoiceObserver
@@ -252,20 +253,7 @@ class ScriptedLLM(_Emits, LLMService):
     """Streams a reply word by word for each context, with TTFB and token usage."""
 
     def __init__(self, workload: Workload, tally: Tally) -> None:
-        settings = LLMSettings(
-            model=LLM_MODEL,
-            system_instruction=None,
-            temperature=None,
-            max_tokens=None,
-            top_p=None,
-            top_k=None,
-            frequency_penalty=None,
-            presence_penalty=None,
-            seed=None,
-            filter_incomplete_user_turns=False,
-            user_turn_completion_config=None,
-        )
-        super().__init__(name="llm", settings=settings)
+        super().__init__(name="llm", settings=simulated_llm_settings(LLM_MODEL))
         self.tally, self._workload = tally, workload
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:

@@ -45,6 +45,7 @@ from app.offline.services import (
     OfflineSTTService,
     OfflineTTSService,
     offline_user_turn_strategies,
+    simulated_llm_settings,
 )
 from app.offline.transport import OfflineInputTransport, OfflineOutputTransport, OfflineTransport
 
@@ -67,6 +68,7 @@ __all__ = [
     "count_tokens",
     "create_offline_services",
     "offline_user_turn_strategies",
+    "simulated_llm_settings",
 ]
 
 

@@ -162,6 +162,24 @@ class OfflineSTTService(SegmentedSTTService):
         yield TranscriptionFrame(text, self._user_id, time_now_iso8601(), language=language)
 
 
+def simulated_llm_settings(model: str = SIMULATED_LLM_MODEL) -> LLMSettings:
+    """Fully filled LLM settings (Pipecat wants every field set) for a simulated ``model``."""
+    return LLMSettings(
+        model=model,
+        system_instruction=None,
+        temperature=None,
+        max_tokens=None,
+        top_p=None,
+        top_k=None,
+        frequency_penalty=None,
+        presence_penalty=None,
+        seed=None,
+        filter_incomplete_user_turns=False,
+        user_turn_completion_config=None,
+        use_provider_thinking_default=False,
+    )
+
+
 class OfflineLLMService(LLMService):
     """LLM that streams the scripted reply to the latest user turn.
 
@@ -193,20 +211,7 @@ class OfflineLLMService(LLMService):
             settings: Settings overriding the defaults (model, system instruction...).
             **kwargs: Passed to ``LLMService``.
         """
-        default_settings = LLMSettings(
-            model=SIMULATED_LLM_MODEL,
-            system_instruction=None,
-            temperature=None,
-            max_tokens=None,
-            top_p=None,
-            top_k=None,
-            frequency_penalty=None,
-            presence_penalty=None,
-            seed=None,
-            filter_incomplete_user_turns=False,
-            user_turn_completion_config=None,
-            use_provider_thinking_default=False,
-        )
+        default_settings = simulated_llm_settings()
         if settings is not None:
             default_settings.apply_update(settings)
         super().__init__(settings=default_settings, **kwargs)

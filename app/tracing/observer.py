@@ -319,7 +319,7 @@ class VoiceObserver(BaseObserver):
             self._apply_metric(data, kind, item)
 
     def _on_end(self, data: FramePushed) -> None:
-        self._last_ns = max(self._last_ns, data.timestamp)
+        """Nothing to do: handling End/Cancel is what makes on_push_frame record the call's last time."""
 
     # -- Units ---------------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import contextmanager
 
 import pytest
 from loguru import logger
@@ -69,23 +70,30 @@ class ScriptedSTT(STTService):
         )
 
 
+@contextmanager
+def captured_warnings() -> Iterator[list[str]]:
+    """Messages logged at WARNING or above while the block runs."""
+    warnings: list[str] = []
+    sink = logger.add(lambda m: warnings.append(m.record["message"]), level="WARNING")
+    try:
+        yield warnings
+    finally:
+        logger.remove(sink)
+
+
 def recording_tracer() -> VoiceTracer:
     return VoiceTracer(TracingSettings(enabled=False), conversation_id="conv-observer")
 
 
 async def test_a_failing_frame_is_logged_once_and_the_call_goes_on() -> None:
     tracer = recording_tracer()
-    warnings: list[str] = []
-    sink = logger.add(lambda m: warnings.append(m.record["message"]), level="WARNING")
-    try:
+    with captured_warnings() as warnings:
         await run_test(
             ScriptedLLM(),
             frames_to_send=[TextFrame("go"), TextFrame("again")],
             expected_down_frames=None,
             observers=tracer.observers,
         )
-    finally:
-        logger.remove(sink)
     tracer.observer.finish()
 
     failures = [w for w in warnings if w.startswith("Voice tracing failed")]
@@ -122,14 +130,10 @@ class UnpricedSTT(ScriptedSTT):
 
 async def test_an_unpriced_stt_model_is_recorded_and_warned_about_once() -> None:
     tracer = recording_tracer()
-    warnings: list[str] = []
-    sink = logger.add(lambda m: warnings.append(m.record["message"]), level="WARNING")
-    try:
+    with captured_warnings() as warnings:
         await run_test(
             UnpricedSTT(), frames_to_send=[TextFrame("speak")], expected_down_frames=None, observers=tracer.observers
         )
-    finally:
-        logger.remove(sink)
     tracer.observer.finish()
 
     (stt,) = tracer.summary().models

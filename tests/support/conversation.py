@@ -16,7 +16,7 @@ from pipecat.frames.frames import (
 from pipecat.metrics.metrics import LLMUsageMetricsData, STTUsageMetricsData, TTSUsageMetricsData
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 
-from app.bot import run_conversation
+from app.bot import run_offline_call
 from app.offline import OfflineServices
 from app.tracing import ConversationSummary, VoiceTracer
 from tests.support.langfuse_server import LocalLangfuse, ReceivedRequest, ReceivedSpan
@@ -61,17 +61,7 @@ def run_traced_call(server: LocalLangfuse, tracer: VoiceTracer, services: Offlin
     """Run ``services`` through the bot's own pipeline in a fresh event loop; collect what arrived."""
     spans_before, requests_before = len(server.spans), len(server.requests)
     witness = Witness()
-    summary = asyncio.run(
-        run_conversation(
-            transport=services.transport,
-            stt=services.stt,
-            llm=services.llm,
-            tts=services.tts,
-            tracer=tracer,
-            user_params=services.user_params,
-            observers=[witness],
-        )
-    )
+    summary = asyncio.run(run_offline_call(services, tracer, observers=[witness]))
     return TracedCall(
         tracer=tracer,
         summary=summary,
