@@ -37,7 +37,7 @@ from pipecat.transports.base_transport import BaseTransport, TransportParams
 from pipecat.workers.runner import WorkerRunner
 
 from app.config import SYSTEM_PROMPT, BotSettings
-from app.tracing import ConversationSummary, PriceTable, PricingError, SettingsError, TracingSettings, VoiceTracer
+from pipecat_langfuse import ConversationSummary, PriceTable, PricingError, SettingsError, TracingSettings, VoiceTracer
 
 if TYPE_CHECKING:
     from app.offline import OfflineServices

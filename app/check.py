@@ -18,6 +18,7 @@ Exit codes:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import logging
 import os
@@ -44,10 +45,10 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-# app.tracing imports Pipecat, whose import logs a banner to stderr; keep it out of the verdict.
+# pipecat_langfuse imports Pipecat, whose import logs a banner to stderr; keep it out of the verdict.
 logger.disable("pipecat")
-from app.tracing._langfuse import build_client  # noqa: E402
-from app.tracing.settings import (  # noqa: E402
+from pipecat_langfuse import PriceTable, VoiceTracer  # noqa: E402
+from pipecat_langfuse.settings import (  # noqa: E402
     ENABLE_TRACING,
     LANGFUSE_BASE_URL,
     LANGFUSE_HOST,
@@ -170,7 +171,10 @@ def _check(env: Mapping[str, str]) -> CheckResult:
     host_var = next((n for n in (LANGFUSE_BASE_URL, LANGFUSE_HOST) if (env.get(n) or "").strip()), None)
     host = f"{settings.base_url} ({f'from {host_var}' if host_var else f'default; set {LANGFUSE_BASE_URL} to change'})"
     timeout_s = settings.timeout_s
-    client = build_client(settings)
+    # The very client the bot builds: the tracer's, with tracing forced on for the check.
+    client = VoiceTracer(dataclasses.replace(settings, enabled=True), prices=PriceTable(())).client
+    if client is None:  # unreachable: tracing is on
+        raise RuntimeError("the tracer built no Langfuse client")
 
     try:
         projects = _call_with_deadline(

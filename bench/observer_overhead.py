@@ -75,10 +75,10 @@ from pipecat.utils.text.base_text_aggregator import TextType
 from pipecat.workers.runner import WorkerRunner
 
 from app.offline import simulated_llm_settings
-from app.tracing import TracingSettings, VoiceTracer
-from app.tracing._langfuse import build_client
-from app.tracing.observer import GENERATION_NAMES, VoiceObserver
 from bench._server import RemoteLangfuse
+from pipecat_langfuse import TracingSettings, VoiceTracer
+from pipecat_langfuse._langfuse import build_client
+from pipecat_langfuse._observer import GENERATION_NAMES, VoiceObserver
 
 CHUNK_S = 0.02
 IN_RATE, OUT_RATE = 16_000, 24_000

@@ -22,8 +22,8 @@ from pipecat.services.llm_service import LLMService
 from pipecat.services.stt_service import STTService
 from pipecat.tests.utils import run_test
 
-from app.tracing import TracingSettings, VoiceTracer
-from app.tracing.pricing import USAGE_INPUT, USAGE_INPUT_AUDIO_MS, USAGE_OUTPUT, USAGE_TOTAL
+from pipecat_langfuse import TracingSettings, VoiceTracer
+from pipecat_langfuse.pricing import USAGE_INPUT, USAGE_INPUT_AUDIO_MS, USAGE_OUTPUT, USAGE_TOTAL
 
 pytestmark = pytest.mark.integration
 

@@ -32,9 +32,9 @@ from app.offline import (
     create_offline_services,
     offline_user_turn_strategies,
 )
-from app.tracing import PriceTable, TracingSettings, VoiceTracer
-from app.tracing.observer import GENERATION_NAMES, llm_usage_details
-from app.tracing.pricing import USAGE_INPUT_AUDIO_MS, USAGE_INPUT_CHARACTERS, USAGE_OUTPUT
+from pipecat_langfuse import PriceTable, TracingSettings, VoiceTracer
+from pipecat_langfuse._observer import GENERATION_NAMES, llm_usage_details
+from pipecat_langfuse.pricing import USAGE_INPUT_AUDIO_MS, USAGE_INPUT_CHARACTERS, USAGE_OUTPUT
 from tests.support.conversation import TracedCall, run_traced_call
 from tests.support.langfuse_rules import counts_in_model_usage, json_attribute, observation_type
 from tests.support.langfuse_server import OTLP_PATH, LocalLangfuse, ReceivedSpan

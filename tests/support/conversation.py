@@ -18,7 +18,7 @@ from pipecat.observers.base_observer import BaseObserver, FramePushed
 
 from app.bot import run_offline_call
 from app.offline import OfflineServices
-from app.tracing import ConversationSummary, VoiceTracer
+from pipecat_langfuse import ConversationSummary, VoiceTracer
 from tests.support.langfuse_server import LocalLangfuse, ReceivedRequest, ReceivedSpan
 
 

@@ -1,7 +1,7 @@
 from pipecat.metrics.metrics import LLMTokenUsage
 
-from app.tracing.observer import llm_usage_details
-from app.tracing.pricing import (
+from pipecat_langfuse._observer import llm_usage_details
+from pipecat_langfuse.pricing import (
     USAGE_INPUT,
     USAGE_INPUT_CACHE_CREATION_TOKENS,
     USAGE_INPUT_CACHED_TOKENS,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.tracing.pricing import (
+from pipecat_langfuse.pricing import (
     USAGE_INPUT,
     USAGE_INPUT_AUDIO_MS,
     USAGE_INPUT_CACHE_CREATION_TOKENS,

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from app.tracing.settings import (
+from pipecat_langfuse.settings import (
     DEFAULT_BASE_URL,
     DEFAULT_FLUSH_TIMEOUT_S,
     DEFAULT_TRACE_NAME,

@@ -24,7 +24,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.trace import ReadableSpan
 
-from app.tracing.settings import TracingSettings
+from pipecat_langfuse.settings import TracingSettings
 
 PIPECAT_SCOPES = frozenset({"pipecat", "pipecat.turn"})
 """OpenTelemetry instrumentation scopes of Pipecat's built-in tracing."""

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from app.tracing import pricing
+from pipecat_langfuse import pricing
 
 _TEXT_WIDTH = 38
 

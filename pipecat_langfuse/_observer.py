@@ -55,10 +55,10 @@ from pipecat.services.llm_service import LLMService
 from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 
-from app.tracing import pricing
-from app.tracing._langfuse import LangfuseExporter
-from app.tracing.pricing import PriceTable
-from app.tracing.summary import ConversationSummary, ModelUsage, TurnSummary
+from pipecat_langfuse import pricing
+from pipecat_langfuse._langfuse import LangfuseExporter
+from pipecat_langfuse.pricing import PriceTable
+from pipecat_langfuse.summary import ConversationSummary, ModelUsage, TurnSummary
 
 ServiceKind = Literal["stt", "llm", "tts"]
 

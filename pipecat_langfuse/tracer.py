@@ -27,11 +27,11 @@ from loguru import logger
 from opentelemetry import context as otel_context
 from pipecat.observers.base_observer import BaseObserver
 
-from app.tracing._langfuse import LangfuseExporter, build_client
-from app.tracing.observer import VoiceObserver
-from app.tracing.pricing import PriceTable
-from app.tracing.settings import LANGFUSE_FLUSH_TIMEOUT, TracingSettings
-from app.tracing.summary import ConversationSummary
+from pipecat_langfuse._langfuse import LangfuseExporter, build_client
+from pipecat_langfuse._observer import VoiceObserver
+from pipecat_langfuse.pricing import PriceTable
+from pipecat_langfuse.settings import LANGFUSE_FLUSH_TIMEOUT, TracingSettings
+from pipecat_langfuse.summary import ConversationSummary
 
 
 class VoiceTracer:
@@ -74,6 +74,15 @@ class VoiceTracer:
     def enabled(self) -> bool:
         """Whether traces go to Langfuse (pass it as ``PipelineWorker(enable_tracing=...)``)."""
         return self._exporter is not None
+
+    @property
+    def client(self) -> Langfuse | None:
+        """The Langfuse client observations are sent with (None when tracing is disabled).
+
+        Use it for what the tracer does not do itself, e.g. scores or prompts, so they share
+        the conversation's client and project.
+        """
+        return self._exporter.client if self._exporter is not None else None
 
     @property
     def observers(self) -> list[BaseObserver]:
