@@ -5,7 +5,7 @@ trace but demoted to plain spans, because Langfuse would otherwise classify its 
 ``stt`` and ``tts`` spans as generations (``gen_ai.operation.name`` / ``gen_ai.request.model``)
 and count every usage report twice.
 
-No function here does network I/O on the caller's thread except :meth:`LangfuseExporter.flush`,
+No function here does network I/O on the caller's thread except :meth:`ObservationWriter.flush`,
 which callers run in a worker thread.
 """
 
@@ -66,7 +66,7 @@ def build_client(settings: TracingSettings) -> Langfuse:
     )
 
 
-class LangfuseExporter:
+class ObservationWriter:
     """Creates the conversation's observations with explicit times and parents.
 
     Observations are created from the observer's task, not in the code they describe,

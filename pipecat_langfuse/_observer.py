@@ -2,7 +2,7 @@
 
 Each unit of STT, LLM or TTS work becomes one record with real start and end times, its
 text, TTFB, integer usage and cost. Records are kept for the end-of-call summary and, when
-an exporter is given, sent to Langfuse as generations under the turn in which the work
+a writer is given, sent to Langfuse as generations under the turn in which the work
 started, so usage that arrives after an interruption still lands on the right turn.
 
 The handler runs in the observer's own task, once per frame (``observe_every_push=False``).
@@ -56,7 +56,7 @@ from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 
 from pipecat_langfuse import pricing
-from pipecat_langfuse._langfuse import LangfuseExporter
+from pipecat_langfuse._langfuse import ObservationWriter
 from pipecat_langfuse.pricing import PriceTable
 from pipecat_langfuse.summary import ConversationSummary, ModelUsage, TurnSummary
 
@@ -113,14 +113,14 @@ class VoiceObserver(BaseObserver):
 
     Args:
         prices: Price table used for ``cost_details`` and the summary.
-        exporter: Where to send observations; None records for the summary only.
+        writer: Where to send observations; None records for the summary only.
     """
 
-    def __init__(self, *, prices: PriceTable, exporter: LangfuseExporter | None = None) -> None:
+    def __init__(self, *, prices: PriceTable, writer: ObservationWriter | None = None) -> None:
         """Create the observer (it sees each frame once)."""
         super().__init__(observe_every_push=False)
         self._prices = prices
-        self._exporter = exporter
+        self._writer = writer
         self._handlers: dict[type[Frame], Callable[[FramePushed], None] | None] = {
             StartFrame: self._on_start,
             UserStartedSpeakingFrame: self._on_user_started,
@@ -401,7 +401,7 @@ class VoiceObserver(BaseObserver):
         key = (unit.kind, model)
         totals = self._usage.get(key) or ModelUsage(kind=unit.kind, model=model)
         self._usage[key] = totals.add(usage, cost)
-        if self._exporter is None:
+        if self._writer is None:
             return
         metadata: dict[str, Any] = {"processor": unit.processor, "turn": unit.turn.number}
         if unit.ttfb_s is not None and unit.kind != "llm":
@@ -411,7 +411,7 @@ class VoiceObserver(BaseObserver):
         if unit.kind == "stt":
             metadata["audio_seconds"] = round(unit.audio_seconds, 6)
         text = _join_text(unit)
-        self._exporter.generation(
+        self._writer.generation(
             parent=unit.turn.span,
             name=GENERATION_NAMES[unit.kind],
             start_ns=self._epoch(unit.start_ns),
@@ -437,8 +437,8 @@ class VoiceObserver(BaseObserver):
     def _start_turn(self, start_ns: int) -> _Turn:
         turn = _Turn(number=len(self._turns) + 1, start_ns=start_ns)
         self._turns.append(turn)
-        if self._exporter is not None:
-            turn.span = self._exporter.start_turn(number=turn.number, start_ns=self._epoch(start_ns))
+        if self._writer is not None:
+            turn.span = self._writer.start_turn(number=turn.number, start_ns=self._epoch(start_ns))
         return turn
 
     def _end_turn(self, turn: _Turn, end_ns: int, *, interrupted: bool) -> None:
@@ -447,12 +447,12 @@ class VoiceObserver(BaseObserver):
         turn.end_ns, turn.interrupted = end_ns, interrupted
         latency = f"{turn.latency_s:.2f} s" if turn.latency_s is not None else "-"
         logger.info(f"Turn {turn.number} ended: voice-to-voice {latency}{', interrupted' if interrupted else ''}.")
-        if self._exporter is None:
+        if self._writer is None:
             return
         metadata: dict[str, Any] = {"turn": turn.number, "interrupted": interrupted}
         if turn.latency_s is not None:
             metadata["voice_to_voice_latency_s"] = round(turn.latency_s, 4)
-        self._exporter.end_turn(
+        self._writer.end_turn(
             turn.span,
             end_ns=self._epoch(end_ns),
             input=" ".join(turn.user_text),

@@ -27,7 +27,7 @@ from loguru import logger
 from opentelemetry import context as otel_context
 from pipecat.observers.base_observer import BaseObserver
 
-from pipecat_langfuse._langfuse import LangfuseExporter, build_client
+from pipecat_langfuse._langfuse import ObservationWriter, build_client
 from pipecat_langfuse._observer import VoiceObserver
 from pipecat_langfuse.pricing import PriceTable
 from pipecat_langfuse.settings import LANGFUSE_FLUSH_TIMEOUT, TracingSettings
@@ -62,18 +62,18 @@ class VoiceTracer:
         self.prices = prices if prices is not None else PriceTable.load(settings.pricing_file)
         self._tags = list(dict.fromkeys([*settings.tags, *tags]))
         self._metadata = dict(metadata or {})
-        self._exporter: LangfuseExporter | None = None
+        self._writer: ObservationWriter | None = None
         self._entered = False
         self.trace_id: str | None = None
         if settings.enabled:
-            self._exporter = LangfuseExporter(client if client is not None else build_client(settings))
+            self._writer = ObservationWriter(client if client is not None else build_client(settings))
             self.trace_id = Langfuse.create_trace_id(seed=self.conversation_id)
-        self.observer = VoiceObserver(prices=self.prices, exporter=self._exporter)
+        self.observer = VoiceObserver(prices=self.prices, writer=self._writer)
 
     @property
     def enabled(self) -> bool:
         """Whether traces go to Langfuse (pass it as ``PipelineWorker(enable_tracing=...)``)."""
-        return self._exporter is not None
+        return self._writer is not None
 
     @property
     def client(self) -> Langfuse | None:
@@ -82,7 +82,7 @@ class VoiceTracer:
         Use it for what the tracer does not do itself, e.g. scores or prompts, so they share
         the conversation's client and project.
         """
-        return self._exporter.client if self._exporter is not None else None
+        return self._writer.client if self._writer is not None else None
 
     @property
     def observers(self) -> list[BaseObserver]:
@@ -101,7 +101,7 @@ class VoiceTracer:
         self._entered = True
         stack = ExitStack()
         root: Any = None
-        if self._exporter is not None:
+        if self._writer is not None:
             try:
                 stack.enter_context(
                     propagate_attributes(
@@ -113,14 +113,14 @@ class VoiceTracer:
                     )
                 )
                 root = stack.enter_context(
-                    self._exporter.client.start_as_current_observation(
+                    self._writer.client.start_as_current_observation(
                         as_type="span",
                         name=self.settings.trace_name,
                         trace_context={"trace_id": self.trace_id or ""},
                         metadata={"conversation_id": self.conversation_id, **self._metadata},
                     )
                 )
-                self._exporter.bind(root._otel_span.get_span_context(), otel_context.get_current())
+                self._writer.bind(root._otel_span.get_span_context(), otel_context.get_current())
             except Exception as exc:  # noqa: BLE001 - tracing must not stop the call
                 logger.warning(f"Could not start the Langfuse trace ({exc!r}); the call goes on untraced.")
         try:
@@ -131,8 +131,8 @@ class VoiceTracer:
                 self._close_root(root)
             stack.close()
             await self.flush()
-            if self._exporter is not None and self._exporter.failures > 1:
-                logger.warning(f"{self._exporter.failures} tracing errors in conversation {self.conversation_id}.")
+            if self._writer is not None and self._writer.failures > 1:
+                logger.warning(f"{self._writer.failures} tracing errors in conversation {self.conversation_id}.")
 
     def summary(self) -> ConversationSummary:
         """Turns, usage and cost of the conversation so far."""
@@ -140,11 +140,11 @@ class VoiceTracer:
 
     async def flush(self) -> bool:
         """Send buffered observations from a worker thread, waiting at most the flush timeout."""
-        if self._exporter is None:
+        if self._writer is None:
             return True
         timeout = self.settings.flush_timeout_s
         try:
-            await asyncio.wait_for(asyncio.to_thread(self._exporter.flush), timeout=timeout)
+            await asyncio.wait_for(asyncio.to_thread(self._writer.flush), timeout=timeout)
         except TimeoutError:
             logger.warning(
                 f"Langfuse at {self.settings.base_url} did not take the traces within {timeout:g} s "
