@@ -212,7 +212,8 @@ def _log_tracing(settings: TracingSettings) -> None:
 def _setup_logging(level: str) -> None:
     """Log through loguru at ``level``, including the standard-library logs of the SDKs."""
     logger.remove()
-    logger.add(sys.stderr, level=level.upper())
+    # diagnose=False: tracebacks without variable values, which can hold API keys.
+    logger.add(sys.stderr, level=level.upper(), diagnose=False)
     logging.basicConfig(handlers=[_InterceptHandler()], level=logging.WARNING, force=True)
 
 

@@ -27,7 +27,7 @@ from loguru import logger
 from opentelemetry import context as otel_context
 from pipecat.observers.base_observer import BaseObserver
 
-from pipecat_langfuse._langfuse import ObservationWriter, build_client
+from pipecat_langfuse._langfuse import ObservationWriter, build_client, demote_pipecat_spans
 from pipecat_langfuse._observer import VoiceObserver
 from pipecat_langfuse.pricing import PriceTable
 from pipecat_langfuse.settings import LANGFUSE_FLUSH_TIMEOUT, TracingSettings
@@ -66,7 +66,9 @@ class VoiceTracer:
         self._entered = False
         self.trace_id: str | None = None
         if settings.enabled:
-            self._writer = ObservationWriter(client if client is not None else build_client(settings))
+            client = client if client is not None else build_client(settings)
+            demote_pipecat_spans(client)
+            self._writer = ObservationWriter(client)
             self.trace_id = Langfuse.create_trace_id(seed=self.conversation_id)
         self.observer = VoiceObserver(prices=self.prices, writer=self._writer)
 
@@ -120,7 +122,7 @@ class VoiceTracer:
                         metadata={"conversation_id": self.conversation_id, **self._metadata},
                     )
                 )
-                self._writer.bind(root._otel_span.get_span_context(), otel_context.get_current())
+                self._writer.bind(root, otel_context.get_current())
             except Exception as exc:  # noqa: BLE001 - tracing must not stop the call
                 logger.warning(f"Could not start the Langfuse trace ({exc!r}); the call goes on untraced.")
         try:
@@ -131,8 +133,8 @@ class VoiceTracer:
                 self._close_root(root)
             stack.close()
             await self.flush()
-            if self._writer is not None and self._writer.failures > 1:
-                logger.warning(f"{self._writer.failures} tracing errors in conversation {self.conversation_id}.")
+            if self._writer is not None and self._writer.failures.count > 1:
+                logger.warning(f"{self._writer.failures.count} tracing errors in conversation {self.conversation_id}.")
 
     def summary(self) -> ConversationSummary:
         """Turns, usage and cost of the conversation so far."""

@@ -1,0 +1,95 @@
+"""The tracer next to other OpenTelemetry users: the app's own provider, and the app's own Langfuse client.
+
+Each case runs in a fresh process (``tests/integration/otel_apps.py``) against a local Langfuse.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.langfuse_rules import counts_in_model_usage, observation_type
+from tests.support.langfuse_server import LocalLangfuse, ReceivedSpan
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+OUR_OBSERVATIONS = {"voice-conversation": 1, "turn 1": 1, "speech-to-text": 1, "llm-completion": 1, "text-to-speech": 1}
+PIPECAT_SPANS = {
+    ("pipecat.turn", "conversation"): 1,
+    ("pipecat.turn", "turn"): 1,
+    ("pipecat", "stt"): 1,
+    ("pipecat", "llm"): 1,
+    ("pipecat", "tts"): 1,
+}
+
+
+@pytest.fixture
+def server() -> Iterator[LocalLangfuse]:
+    server = LocalLangfuse(public_key="pk-lf-coexistence").start()
+    yield server
+    server.stop()
+
+
+def run_app(case: str, server: LocalLangfuse) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.integration.otel_apps", case, server.url, server.public_key, server.secret_key],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert server.secret_key not in result.stdout + result.stderr
+    report: dict[str, Any] = json.loads(result.stdout.splitlines()[-1])
+    return report
+
+
+def by_name(spans: list[ReceivedSpan], name: str) -> ReceivedSpan:
+    (span,) = [s for s in spans if s.name == name]
+    return span
+
+
+def test_an_app_with_its_own_provider_keeps_pipecat_spans_and_gets_none_of_ours(server: LocalLangfuse) -> None:
+    report = run_app("their-provider", server)
+
+    # Every Langfuse observation reached Langfuse, in one trace, and nothing else did.
+    assert Counter(s.name for s in server.spans) == OUR_OBSERVATIONS
+    assert {s.scope for s in server.spans} == {"langfuse-sdk"}
+    assert {s.trace_id for s in server.spans} == {report["trace_id"]}
+    generations = [s for s in server.spans if counts_in_model_usage(s)]
+    assert sorted(s.name for s in generations) == ["llm-completion", "speech-to-text", "text-to-speech"]
+
+    # Their backend got Pipecat's spans as before, untouched, and none of ours.
+    their_spans = report["their_backend"]
+    assert Counter((s["scope"], s["name"]) for s in their_spans) == PIPECAT_SPANS
+    assert [s for s in their_spans if s["observation_type"] is not None] == []
+    assert report["global_provider_is_theirs"] is True
+
+
+def test_an_app_client_is_used_as_is_and_its_observe_spans_join_the_call(server: LocalLangfuse) -> None:
+    report = run_app("their-client", server)
+
+    assert report["client_is_theirs"] is True
+    assert report["langfuse_clients"] == 1
+    assert report["observed"] == ["table 7"]
+    spans = server.spans
+    assert {s.trace_id for s in spans} == {report["trace_id"]}
+    ours = Counter(s.name for s in spans if s.scope == "langfuse-sdk")
+    assert ours == {**OUR_OBSERVATIONS, "lookup-booking": 1}
+    # The app's @observe span nests under the conversation.
+    assert by_name(spans, "lookup-booking").parent_span_id == by_name(spans, "voice-conversation").span_id
+
+    # Their client keeps its own export filter; whatever of Pipecat's it exports is a plain span,
+    # so Model Usage counts each usage report once.
+    generations = [s for s in spans if counts_in_model_usage(s)]
+    assert sorted(s.name for s in generations) == ["llm-completion", "speech-to-text", "text-to-speech"]
+    pipecat = [s for s in spans if s.scope.startswith("pipecat")]
+    assert sorted(s.name for s in pipecat) == ["llm", "stt", "tts"]  # the SDK's default filter: gen_ai.* only
+    assert {observation_type(s) for s in pipecat} == {"SPAN"}
