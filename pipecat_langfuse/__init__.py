@@ -1,8 +1,61 @@
 """Langfuse-native tracing for Pipecat voice agents.
 
-One conversation becomes one Langfuse trace with a span per turn and a priced generation
-per unit of STT, LLM and TTS work. Pipecat's own spans join the same trace without being
-counted as generations. See :class:`VoiceTracer` for the three lines that add it to a bot.
+One conversation becomes one Langfuse trace, with a span per turn and a generation per unit of
+STT, LLM and TTS work: its model, start and end, text, TTFB, integer ``usage_details`` and
+``cost_details`` in USD. Costs are computed locally from a price table, so STT and TTS are priced
+too. Pipecat's own spans (``enable_tracing=True``) join the same trace as plain spans, so every
+usage report is counted once. Tracing never blocks or breaks the call: observations go through
+the Langfuse SDK's background exporter, and the final flush runs in a worker thread, bounded by
+``LANGFUSE_FLUSH_TIMEOUT``.
+
+Configuration comes from environment variables, read by :meth:`TracingSettings.from_env` and
+documented in :mod:`pipecat_langfuse.settings`: ``ENABLE_TRACING=true``, ``LANGFUSE_PUBLIC_KEY``,
+``LANGFUSE_SECRET_KEY`` and ``LANGFUSE_BASE_URL`` send traces to Langfuse. With tracing off,
+nothing leaves the process and the tracer only records the end-of-call summary.
+
+Usage (Pipecat 1.x, Langfuse SDK 5)::
+
+    from pipecat.pipeline.pipeline import Pipeline
+    from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+    from pipecat.workers.runner import WorkerRunner
+
+    from pipecat_langfuse import TracingSettings, VoiceTracer
+
+
+    async def run_traced(pipeline: Pipeline) -> None:
+        tracer = VoiceTracer(TracingSettings.from_env())  # one tracer per conversation
+        worker = PipelineWorker(
+            pipeline,
+            params=PipelineParams(enable_metrics=True, enable_usage_metrics=True),
+            observers=tracer.observers,  # turns Pipecat's metrics into priced generations
+            enable_tracing=tracer.enabled,  # Pipecat's own spans, in the same trace
+            conversation_id=tracer.conversation_id,
+        )
+        runner = WorkerRunner()
+        await runner.add_workers(worker)
+        async with tracer.conversation():  # one trace; flushed off the event loop on exit
+            await runner.run()
+        print(tracer.summary().render())
+
+``enable_metrics`` and ``enable_usage_metrics`` must be on: the generations are built from
+Pipecat's metrics. ``examples/quickstart.py`` in the repository is a complete bot.
+
+Public API (``__all__``):
+
+* :class:`VoiceTracer`: traces one conversation. Gives the worker its ``observers``,
+  ``enabled`` and ``conversation_id``; ``conversation()`` wraps the run; ``summary()`` tells
+  what the call did and cost; ``client`` is the Langfuse client (None when tracing is off).
+* :class:`TracingSettings`: the configuration, frozen; ``TracingSettings.from_env()`` reads it.
+* :class:`SettingsError`: a configuration value is missing or invalid (a ``ValueError``).
+* :class:`PriceTable`: model prices, the built-in table plus ``PRICING_FILE``
+  (``PriceTable.load()``); pass your own as ``VoiceTracer(prices=...)``.
+* :class:`PricingError`: a price file is missing or malformed (a ``ValueError``).
+* :class:`ConversationSummary`: turns, usage and cost of a conversation; ``render()`` is the
+  end-of-call table.
+* :class:`TurnSummary`: one turn of the summary: user and bot text, voice-to-voice latency,
+  whether it was interrupted.
+* :class:`ModelUsage`: usage, number of calls and cost of one model over the conversation.
+* ``__version__``: the version of this package.
 """
 
 from pipecat_langfuse.pricing import PriceTable, PricingError

@@ -23,7 +23,7 @@ class FailureLog:
         self.count += 1
         if self.count == 1:
             logger.warning(
-                f"Langfuse tracing failed while {action}: {exc!r}. The call goes on; this conversation's "
+                f"Voice tracing failed while {action}: {exc!r}. The call goes on; this conversation's "
                 "trace may be incomplete, and later tracing errors are only counted "
                 "(set LOG_LEVEL=DEBUG for tracebacks)."
             )

@@ -34,6 +34,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from pipecat_langfuse._failures import FailureLog
 from pipecat_langfuse.settings import TracingSettings
@@ -70,14 +71,24 @@ class PipecatSpanDemotion(SpanProcessor):
 _demoted_providers: weakref.WeakSet[TracerProvider] = weakref.WeakSet()
 
 
-def build_client(settings: TracingSettings) -> Langfuse:
+def build_client(
+    settings: TracingSettings,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    span_exporter: SpanExporter | None = None,
+) -> Langfuse:
     """Build the Langfuse client for ``settings`` (see the module docstring for global state).
 
     The SDK keeps one set of resources per public key: if the process already has a client for
     ``settings.public_key``, the new client shares its exporter, filter and provider.
+
+    Args:
+        settings: Keys, host and trace attributes.
+        tracer_provider: A provider to use instead of choosing one as described above.
+        span_exporter: An exporter to use instead of the SDK's OTLP/HTTP one (tests, spooling).
     """
-    provider: TracerProvider | None = None
-    if isinstance(otel_trace.get_tracer_provider(), TracerProvider):
+    provider = tracer_provider
+    if provider is None and isinstance(otel_trace.get_tracer_provider(), TracerProvider):
         resource = {
             LangfuseOtelSpanAttributes.ENVIRONMENT: settings.environment,
             LangfuseOtelSpanAttributes.RELEASE: settings.release,
@@ -95,6 +106,7 @@ def build_client(settings: TracingSettings) -> Langfuse:
         release=settings.release,
         should_export_span=should_export_span,
         tracer_provider=provider,
+        span_exporter=span_exporter,
     )
     return client
 

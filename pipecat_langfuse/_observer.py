@@ -6,8 +6,8 @@ a writer is given, sent to Langfuse as generations under the turn in which the w
 started, so usage that arrives after an interruption still lands on the right turn.
 
 The handler runs in the observer's own task, once per frame (``observe_every_push=False``).
-It is a type-table dispatch that never awaits and never raises: a failure is logged once
-and the call goes on.
+It is a type-table dispatch, to handlers typed by the frame class they take, that never
+awaits and never raises: a failure is logged once and the call goes on.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from loguru import logger
 from pipecat.frames.frames import (
@@ -32,6 +32,7 @@ from pipecat.frames.frames import (
     LLMTextFrame,
     MetricsFrame,
     StartFrame,
+    TextFrame,
     TranscriptionFrame,
     TTSStartedFrame,
     TTSStoppedFrame,
@@ -51,11 +52,13 @@ from pipecat.metrics.metrics import (
 )
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.services.ai_service import AIService
 from pipecat.services.llm_service import LLMService
 from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 
 from pipecat_langfuse import pricing
+from pipecat_langfuse._failures import FailureLog
 from pipecat_langfuse._langfuse import ObservationWriter
 from pipecat_langfuse.pricing import PriceTable
 from pipecat_langfuse.summary import ConversationSummary, ModelUsage, TurnSummary
@@ -73,6 +76,15 @@ _SERVICE_KINDS: tuple[tuple[type[FrameProcessor], ServiceKind], ...] = (
     (LLMService, "llm"),
     (TTSService, "tts"),
 )
+
+_F = TypeVar("_F", bound=Frame)
+_Handler = Callable[[FramePushed, Any], None]
+"""A frame handler: ``handler(data, data.frame)``, typed by the frame class it is registered for."""
+
+
+def _entry(frame_type: type[_F], handler: Callable[[FramePushed, _F], None]) -> tuple[type[Frame], _Handler]:
+    """One row of the dispatch table; the type checker ties the handler's frame type to ``frame_type``."""
+    return frame_type, handler
 
 
 @dataclass(slots=True)
@@ -114,33 +126,39 @@ class VoiceObserver(BaseObserver):
     Args:
         prices: Price table used for ``cost_details`` and the summary.
         writer: Where to send observations; None records for the summary only.
+        failures: Where failures are reported; the writer's own when there is a writer, so a
+            call has one count.
     """
 
-    def __init__(self, *, prices: PriceTable, writer: ObservationWriter | None = None) -> None:
+    def __init__(
+        self, *, prices: PriceTable, writer: ObservationWriter | None = None, failures: FailureLog | None = None
+    ) -> None:
         """Create the observer (it sees each frame once)."""
         super().__init__(observe_every_push=False)
         self._prices = prices
         self._writer = writer
-        self._handlers: dict[type[Frame], Callable[[FramePushed], None] | None] = {
-            StartFrame: self._on_start,
-            UserStartedSpeakingFrame: self._on_user_started,
-            UserStoppedSpeakingFrame: self._on_user_stopped,
-            VADUserStoppedSpeakingFrame: self._on_user_stopped,
-            BotStartedSpeakingFrame: self._on_bot_started,
-            BotStoppedSpeakingFrame: self._on_bot_stopped,
-            TranscriptionFrame: self._on_transcription,
-            LLMContextFrame: self._on_llm_context,
-            LLMFullResponseStartFrame: self._on_unit_start,
-            LLMTextFrame: self._on_unit_text,
-            LLMFullResponseEndFrame: self._on_unit_end,
-            TTSStartedFrame: self._on_unit_start,
-            TTSTextFrame: self._on_unit_text,
-            TTSStoppedFrame: self._on_unit_end,
-            InterruptionFrame: self._on_interruption,
-            MetricsFrame: self._on_metrics,
-            EndFrame: self._on_end,
-            CancelFrame: self._on_end,
-        }
+        self.failures = failures or (writer.failures if writer is not None else FailureLog())
+        entries = (
+            _entry(StartFrame, self._on_start),
+            _entry(UserStartedSpeakingFrame, self._on_user_started),
+            _entry(UserStoppedSpeakingFrame, self._on_user_stopped),
+            _entry(VADUserStoppedSpeakingFrame, self._on_vad_user_stopped),
+            _entry(BotStartedSpeakingFrame, self._on_bot_started),
+            _entry(BotStoppedSpeakingFrame, self._on_bot_stopped),
+            _entry(TranscriptionFrame, self._on_transcription),
+            _entry(LLMContextFrame, self._on_llm_context),
+            _entry(LLMFullResponseStartFrame, self._on_llm_start),
+            _entry(LLMTextFrame, self._on_unit_text),
+            _entry(LLMFullResponseEndFrame, self._on_unit_end),
+            _entry(TTSStartedFrame, self._on_tts_start),
+            _entry(TTSTextFrame, self._on_unit_text),
+            _entry(TTSStoppedFrame, self._on_unit_end),
+            _entry(InterruptionFrame, self._on_interruption),
+            _entry(MetricsFrame, self._on_metrics),
+            _entry(EndFrame, self._on_end),
+            _entry(CancelFrame, self._on_end),
+        )
+        self._handlers: dict[type[Frame], _Handler | None] = dict(entries)
         self._kinds: dict[int, ServiceKind | None] = {}
         self._offset_ns: int | None = None
         self._last_ns = 0
@@ -152,7 +170,6 @@ class VoiceObserver(BaseObserver):
         self._bot_speaking = False
         self._usage: dict[tuple[ServiceKind, str], ModelUsage] = {}
         self._unpriced_warned: set[str] = set()
-        self._failed = False
         self._finished = False
 
     # -- Pipecat hooks -----------------------------------------------------------------
@@ -168,7 +185,7 @@ class VoiceObserver(BaseObserver):
             if self._settling and data.timestamp - self._settling[0].end_ns >= SETTLE_NS:
                 self._export_settled(data.timestamp)
             if handler is not None:
-                handler(data)
+                handler(data, data.frame)
         except Exception as exc:  # noqa: BLE001 - an escaping exception would silence the observer
             self._report_failure(exc, data.frame)
 
@@ -211,7 +228,7 @@ class VoiceObserver(BaseObserver):
 
     # -- Frame handlers --------------------------------------------------------------------
 
-    def _resolve(self, frame_type: type[Frame]) -> Callable[[FramePushed], None] | None:
+    def _resolve(self, frame_type: type[Frame]) -> _Handler | None:
         """Find the handler of the nearest handled base class, and cache the answer."""
         handler = next((self._handlers[base] for base in frame_type.__mro__[1:] if base in self._handlers), None)
         self._handlers[frame_type] = handler
@@ -223,13 +240,13 @@ class VoiceObserver(BaseObserver):
             self._kinds[key] = next((k for cls, k in _SERVICE_KINDS if isinstance(processor, cls)), None)
         return self._kinds[key]
 
-    def _on_start(self, data: FramePushed) -> None:
+    def _on_start(self, data: FramePushed, frame: StartFrame) -> None:
         if self._offset_ns is None:
             self._offset_ns = time.time_ns() - data.source.get_clock().get_time()
         if not self._turns:
             self._start_turn(data.timestamp)
 
-    def _on_user_started(self, data: FramePushed) -> None:
+    def _on_user_started(self, data: FramePushed, frame: UserStartedSpeakingFrame) -> None:
         if _is_upstream_copy(data):
             return
         self._user_started_ns = data.timestamp
@@ -239,18 +256,20 @@ class VoiceObserver(BaseObserver):
             self._bot_speaking = False
             self._start_turn(data.timestamp)
 
-    def _on_user_stopped(self, data: FramePushed) -> None:
+    def _on_user_stopped(self, data: FramePushed, frame: UserStoppedSpeakingFrame) -> None:
         if _is_upstream_copy(data):
             return
-        frame = data.frame
-        stopped_ns = data.timestamp
-        if isinstance(frame, VADUserStoppedSpeakingFrame):
-            stopped_ns -= int(frame.stop_secs * 1e9)  # the VAD speaks up stop_secs after the user went quiet
         turn = self._current_turn(data.timestamp)
-        if turn.user_stopped_ns is None or isinstance(frame, VADUserStoppedSpeakingFrame):
-            turn.user_stopped_ns = stopped_ns
+        if turn.user_stopped_ns is None:
+            turn.user_stopped_ns = data.timestamp
 
-    def _on_bot_started(self, data: FramePushed) -> None:
+    def _on_vad_user_stopped(self, data: FramePushed, frame: VADUserStoppedSpeakingFrame) -> None:
+        if _is_upstream_copy(data):
+            return
+        # The VAD speaks up stop_secs after the user went quiet; it wins over the turn's own stop.
+        self._current_turn(data.timestamp).user_stopped_ns = data.timestamp - int(frame.stop_secs * 1e9)
+
+    def _on_bot_started(self, data: FramePushed, frame: BotStartedSpeakingFrame) -> None:
         if _is_upstream_copy(data) or self._bot_speaking:
             return
         self._bot_speaking = True
@@ -259,30 +278,34 @@ class VoiceObserver(BaseObserver):
         if turn.latency_s is None and turn.user_stopped_ns is not None:
             turn.latency_s = max(0.0, (data.timestamp - turn.user_stopped_ns) / 1e9)
 
-    def _on_bot_stopped(self, data: FramePushed) -> None:
+    def _on_bot_stopped(self, data: FramePushed, frame: BotStoppedSpeakingFrame) -> None:
         if _is_upstream_copy(data):
             return
         self._bot_speaking = False
 
-    def _on_transcription(self, data: FramePushed) -> None:
+    def _on_transcription(self, data: FramePushed, frame: TranscriptionFrame) -> None:
         if self._kind(data.source) != "stt":
             return
-        text = data.frame.text  # type: ignore[attr-defined]
         unit = self._unit(data, "stt")
-        unit.text.append(text)
-        unit.turn.user_text.append(text)
+        unit.text.append(frame.text)
+        unit.turn.user_text.append(frame.text)
         self._close(unit, data.timestamp)
 
-    def _on_llm_context(self, data: FramePushed) -> None:
+    def _on_llm_context(self, data: FramePushed, frame: LLMContextFrame) -> None:
         # Only the first push is observed, and processors may sit between the aggregator and the
         # LLM, so the latest context is kept for the next LLM unit whatever its destination.
-        self._pending_llm_input = list(data.frame.context.get_messages())  # type: ignore[attr-defined]
+        self._pending_llm_input = list(frame.context.get_messages())
 
-    def _on_unit_start(self, data: FramePushed) -> None:
+    def _on_llm_start(self, data: FramePushed, frame: LLMFullResponseStartFrame) -> None:
+        self._start_unit(data, context_id=None)
+
+    def _on_tts_start(self, data: FramePushed, frame: TTSStartedFrame) -> None:
+        self._start_unit(data, context_id=frame.context_id)
+
+    def _start_unit(self, data: FramePushed, context_id: str | None) -> None:
         kind = self._kind(data.source)
         if kind is None or kind == "stt":
             return
-        context_id = getattr(data.frame, "context_id", None)
         unit = self._open.get(data.source.name)
         if unit is not None and (kind == "llm" or unit.context_id not in (None, context_id)):
             self._close(unit, data.timestamp)  # the previous unit never saw its end frame
@@ -291,34 +314,33 @@ class VoiceObserver(BaseObserver):
             unit = self._open_unit(data, kind)
         unit.context_id = unit.context_id or context_id
 
-    def _on_interruption(self, data: FramePushed) -> None:
+    def _on_interruption(self, data: FramePushed, frame: InterruptionFrame) -> None:
         for unit in [u for u in self._open.values() if u.kind == "tts"]:
             self._close(unit, data.timestamp)  # audio already synthesized for this reply is what was billed
 
-    def _on_unit_text(self, data: FramePushed) -> None:
+    def _on_unit_text(self, data: FramePushed, frame: TextFrame) -> None:
         kind = self._kind(data.source)
         if kind is None or kind == "stt":
             return
-        text = data.frame.text  # type: ignore[attr-defined]
         unit = self._unit(data, kind)
-        unit.text.append(text)
+        unit.text.append(frame.text)
         if kind == "llm":
-            unit.turn.bot_text.append(text)
+            unit.turn.bot_text.append(frame.text)
 
-    def _on_unit_end(self, data: FramePushed) -> None:
+    def _on_unit_end(self, data: FramePushed, frame: Frame) -> None:
         kind = self._kind(data.source)
         unit = self._open.get(data.source.name) if kind in ("llm", "tts") else None
         if unit is not None:
             self._close(unit, data.timestamp)
 
-    def _on_metrics(self, data: FramePushed) -> None:
+    def _on_metrics(self, data: FramePushed, frame: MetricsFrame) -> None:
         kind = self._kind(data.source)
         if kind is None:
             return
-        for item in data.frame.data:  # type: ignore[attr-defined]
+        for item in frame.data:
             self._apply_metric(data, kind, item)
 
-    def _on_end(self, data: FramePushed) -> None:
+    def _on_end(self, data: FramePushed, frame: Frame) -> None:
         """Nothing to do: handling End/Cancel is what makes on_push_frame record the call's last time."""
 
     # -- Units ---------------------------------------------------------------------------------
@@ -365,7 +387,7 @@ class VoiceObserver(BaseObserver):
         unit = _Unit(
             kind=kind,
             processor=data.source.name,
-            model=getattr(data.source, "model_name", None) or None,
+            model=_settings_model(data.source),
             turn=self._current_turn(data.timestamp),
             start_ns=start_ns,
             last_ns=data.timestamp,
@@ -469,13 +491,17 @@ class VoiceObserver(BaseObserver):
         return self._offset_ns + pipeline_ns
 
     def _report_failure(self, exc: Exception, frame: Frame | None) -> None:
-        if not self._failed:
-            self._failed = True
-            logger.warning(
-                f"Voice tracing failed on {frame or 'finish'}: {exc!r}. The call goes on; "
-                "this conversation's trace may be incomplete."
-            )
-        logger.opt(exception=exc).debug("Voice tracing failure")
+        self.failures.report(f"observing {frame}" if frame is not None else "finishing the conversation", exc)
+
+
+def _settings_model(processor: FrameProcessor) -> str | None:
+    """The model a service is configured with (``settings.model``), if it names one.
+
+    Metrics carry the same name (Pipecat syncs it from the settings), but a unit that gets no
+    metric would otherwise be named after its processor.
+    """
+    model = processor.settings.model if isinstance(processor, AIService) else None
+    return model if isinstance(model, str) and model else None
 
 
 def _is_upstream_copy(data: FramePushed) -> bool:

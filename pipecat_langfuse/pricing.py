@@ -116,7 +116,10 @@ _EXAMPLE = (
 
 
 class PricingError(ValueError):
-    """A price file is missing or malformed; the message names the file, the entry and the fix."""
+    """A price file is missing or malformed.
+
+    The message names the file, the entry and how to fix it, so it can be shown to the user as is.
+    """
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,14 @@ class ModelPrice:
     note: str = ""
 
     def matches(self, model: str) -> bool:
-        """Tell whether ``model`` (already stripped of any ``simulated/`` prefix) is this entry."""
+        """Tell whether ``model`` is priced by this entry.
+
+        Args:
+            model: Model name, already stripped of any ``simulated/`` prefix.
+
+        Returns:
+            True when :attr:`pattern` matches the whole name.
+        """
         return self.pattern.fullmatch(model) is not None
 
     def cost(self, usage: Mapping[str, int]) -> dict[str, float]:
@@ -174,10 +184,17 @@ class ModelPrice:
 
 
 class PriceTable:
-    """Ordered model prices: the first entry whose pattern matches a model name prices it."""
+    """Ordered model prices: the first entry whose pattern matches a model name prices it.
+
+    Use :meth:`load` for the usual table (built-in prices plus ``PRICING_FILE``);
+    ``PriceTable(())`` prices nothing.
+
+    Args:
+        entries: The prices, in match order.
+    """
 
     def __init__(self, entries: Iterable[ModelPrice]) -> None:
-        """Build a table from ``entries``, in match order (use :meth:`load` for the usual one)."""
+        """Build a table from ``entries``, in match order."""
         self._entries = tuple(entries)
 
     @classmethod
@@ -187,6 +204,9 @@ class PriceTable:
         Args:
             user_file: TOML file with the same schema as the built-in ``prices.toml``. Its
                 entries are matched first; one with the name of a built-in entry replaces it.
+
+        Returns:
+            The table: the user's entries, then the built-in ones they do not replace.
 
         Raises:
             PricingError: ``user_file`` cannot be read or is malformed.
@@ -216,6 +236,9 @@ class PriceTable:
         A leading ``simulated/`` is stripped first, so offline runs are priced as the
         live model they simulate.
 
+        Args:
+            model: The model name (surrounding spaces are ignored).
+
         Returns:
             The first matching entry, or None if no entry matches.
         """
@@ -226,6 +249,10 @@ class PriceTable:
 
     def cost(self, model: str, usage: Mapping[str, int]) -> dict[str, float] | None:
         """USD cost of ``usage`` for ``model``.
+
+        Args:
+            model: The model name, as for :meth:`find`.
+            usage: Usage units by usage key (``USAGE_*``), as sent in ``usage_details``.
 
         Returns:
             None when the model has no price; else ``{key: cost, ..., "total": sum}`` for the

@@ -1,8 +1,20 @@
 """Tracing configuration, resolved once from the environment into a frozen object.
 
-Every environment variable this package reads is named here, once, as a constant.
+Every environment variable this package reads is named here, once, as a constant documented
+right below it (what it means, who reads it, its default). In this package only
+:meth:`TracingSettings.from_env` reads them, from ``os.environ`` or the mapping it is given, and
+it never reads a ``.env`` file (load one first, e.g. with python-dotenv). A blank value counts as
+unset. The Langfuse SDK reads some of the same names (and its other ``LANGFUSE_*`` variables,
+such as ``LANGFUSE_SAMPLE_RATE``) from ``os.environ`` for what the tracer does not pass it.
+
 Precedence: explicit argument > environment > default. A bad value raises
 :class:`SettingsError` with a message that names the variable and the fix.
+
+Example::
+
+    settings = TracingSettings.from_env()  # from os.environ
+    settings = TracingSettings.from_env({"ENABLE_TRACING": "false"})  # from a mapping
+    settings = TracingSettings(enabled=False)  # in code, without the environment
 """
 
 from __future__ import annotations
@@ -15,25 +27,183 @@ from pathlib import Path
 from typing import overload
 
 ENABLE_TRACING = "ENABLE_TRACING"
+""".. envvar:: ENABLE_TRACING
+
+Send traces to Langfuse: ``true``, ``false``, ``1``, ``0``, ``yes`` or ``no``, in any case; anything
+else raises :class:`SettingsError`. When false, :class:`~pipecat_langfuse.VoiceTracer` builds no
+Langfuse client, installs no OpenTelemetry provider and sends nothing; it only records the summary.
+
+Read by :meth:`TracingSettings.from_env` into :attr:`TracingSettings.enabled`.
+
+Default: ``false`` (also when unset or blank).
+"""
+
 LANGFUSE_PUBLIC_KEY = "LANGFUSE_PUBLIC_KEY"
+""".. envvar:: LANGFUSE_PUBLIC_KEY
+
+Public key of the Langfuse project (``pk-lf-...``; Langfuse > Settings > API Keys). Required when
+:envvar:`ENABLE_TRACING` is true, and must then start with ``pk-``.
+
+Read by :meth:`TracingSettings.from_env` into :attr:`TracingSettings.public_key`, which the tracer
+passes to the Langfuse client. The Langfuse SDK has a variable of the same name.
+
+Default: none.
+"""
+
 LANGFUSE_SECRET_KEY = "LANGFUSE_SECRET_KEY"
+""".. envvar:: LANGFUSE_SECRET_KEY
+
+Secret key of the same Langfuse project (``sk-lf-...``). Required when :envvar:`ENABLE_TRACING` is
+true. It is left out of ``repr(TracingSettings)`` and never logged.
+
+Read by :meth:`TracingSettings.from_env` into :attr:`TracingSettings.secret_key`, which the tracer
+passes to the Langfuse client. The Langfuse SDK has a variable of the same name.
+
+Default: none.
+"""
+
 LANGFUSE_BASE_URL = "LANGFUSE_BASE_URL"
+""".. envvar:: LANGFUSE_BASE_URL
+
+Langfuse host, without a path: ``https://cloud.langfuse.com`` (EU), ``https://us.cloud.langfuse.com``,
+or a self-hosted ``http://localhost:3000``. A trailing slash is dropped; a value that is not an
+``http(s)://`` URL, or that contains ``/api/public``, raises :class:`SettingsError`.
+
+Read by :meth:`TracingSettings.from_env` into :attr:`TracingSettings.base_url`, which the tracer
+passes to the Langfuse client. The Langfuse SDK has a variable of the same name.
+
+Default: ``https://cloud.langfuse.com`` (:data:`DEFAULT_BASE_URL`), or :envvar:`LANGFUSE_HOST` if
+that is set.
+"""
+
 LANGFUSE_HOST = "LANGFUSE_HOST"
-"""Older name of ``LANGFUSE_BASE_URL``, still accepted because many guides use it."""
+""".. envvar:: LANGFUSE_HOST
+
+Older name of :envvar:`LANGFUSE_BASE_URL`, still accepted because many guides use it. Same format
+and checks.
+
+Read by :meth:`TracingSettings.from_env` only when :envvar:`LANGFUSE_BASE_URL` is unset or blank.
+
+Default: none.
+"""
+
 LANGFUSE_TRACE_NAME = "LANGFUSE_TRACE_NAME"
+""".. envvar:: LANGFUSE_TRACE_NAME
+
+Name of the one trace (and of its root span) each conversation produces. At most 200 characters,
+the longest trace attribute Langfuse keeps.
+
+Read by :meth:`TracingSettings.from_env` into :attr:`TracingSettings.trace_name`.
+
+Default: ``voice-conversation`` (:data:`DEFAULT_TRACE_NAME`).
+"""
+
 LANGFUSE_USER_ID = "LANGFUSE_USER_ID"
+""".. envvar:: LANGFUSE_USER_ID
+
+Langfuse user id of the caller, set on every span of the conversation. At most 200 characters.
+Per-call values are better passed in code: ``dataclasses.replace(settings, user_id=...)``.
+
+Read by :meth:`TracingSettings.from_env` into :attr:`TracingSettings.user_id`.
+
+Default: none (no user).
+"""
+
 LANGFUSE_TAGS = "LANGFUSE_TAGS"
+""".. envvar:: LANGFUSE_TAGS
+
+Comma-separated trace tags, e.g. ``prod,eu``. Spaces around each tag are dropped, and so are empty
+tags; each tag has at most 200 characters. ``VoiceTracer(tags=...)`` adds more per conversation.
+
+Read by :meth:`TracingSettings.from_env` into :attr:`TracingSettings.tags`.
+
+Default: no tags.
+"""
+
 LANGFUSE_TRACING_ENVIRONMENT = "LANGFUSE_TRACING_ENVIRONMENT"
+""".. envvar:: LANGFUSE_TRACING_ENVIRONMENT
+
+Langfuse tracing environment, e.g. ``production`` or ``staging``: up to 40 lowercase letters,
+digits, ``-`` or ``_``, not starting with ``langfuse`` (the SDK's rule); anything else raises
+:class:`SettingsError`.
+
+Read by :meth:`TracingSettings.from_env` into :attr:`TracingSettings.environment`, which the tracer
+passes to the Langfuse client. The Langfuse SDK has a variable of the same name.
+
+Default: none (Langfuse shows ``default``).
+"""
+
 LANGFUSE_RELEASE = "LANGFUSE_RELEASE"
+""".. envvar:: LANGFUSE_RELEASE
+
+Release of your application, e.g. a git sha, shown on every trace. At most 200 characters.
+
+Read by :meth:`TracingSettings.from_env` into :attr:`TracingSettings.release`, which the tracer
+passes to the Langfuse client. The Langfuse SDK has a variable of the same name.
+
+Default: none (the Langfuse SDK then uses a CI commit variable such as ``GITHUB_SHA`` if one is set).
+"""
+
 LANGFUSE_TIMEOUT = "LANGFUSE_TIMEOUT"
+""".. envvar:: LANGFUSE_TIMEOUT
+
+Timeout of each HTTP request to Langfuse, in whole seconds, greater than 0.
+
+Read by :meth:`TracingSettings.from_env` into :attr:`TracingSettings.timeout_s`, which the tracer
+passes to the Langfuse client; ``uv run test_langfuse`` bounds its checks with it too. The Langfuse
+SDK has a variable of the same name.
+
+Default: ``5`` (:data:`DEFAULT_TIMEOUT_S`).
+"""
+
 LANGFUSE_FLUSH_TIMEOUT = "LANGFUSE_FLUSH_TIMEOUT"
+""".. envvar:: LANGFUSE_FLUSH_TIMEOUT
+
+Longest wait, in seconds (a number greater than 0), for the final flush when a conversation ends.
+The flush runs in a worker thread; past this time the tracer gives up with a warning and the call
+ends anyway. Not a Langfuse SDK variable: this package's own.
+
+Read by :meth:`TracingSettings.from_env` into :attr:`TracingSettings.flush_timeout_s`, used by
+:meth:`VoiceTracer.flush <pipecat_langfuse.VoiceTracer.flush>` when ``tracer.conversation()`` exits.
+
+Default: ``10`` (:data:`DEFAULT_FLUSH_TIMEOUT_S`).
+"""
+
 CONVERSATION_ID = "CONVERSATION_ID"
+""".. envvar:: CONVERSATION_ID
+
+Conversation id: the Langfuse session id, Pipecat's ``conversation_id``, and the seed of the trace
+id. At most 200 characters. Every tracer built from these settings uses it, so it suits a process
+that handles one call; a server handling many calls passes ``VoiceTracer(conversation_id=...)``
+per call, or leaves it unset.
+
+Read by :meth:`TracingSettings.from_env` into :attr:`TracingSettings.conversation_id`.
+
+Default: none (each :class:`~pipecat_langfuse.VoiceTracer` makes a new UUID).
+"""
+
 PRICING_FILE = "PRICING_FILE"
+""".. envvar:: PRICING_FILE
+
+Path (``~`` expanded) of a TOML price file that overrides or extends the built-in price table; the
+schema is in :mod:`pipecat_langfuse.pricing`. A missing or malformed file raises
+:class:`~pipecat_langfuse.PricingError` when the table is loaded.
+
+Read by :meth:`TracingSettings.from_env` into :attr:`TracingSettings.pricing_file`, loaded by
+:meth:`PriceTable.load <pipecat_langfuse.PriceTable.load>` when a
+:class:`~pipecat_langfuse.VoiceTracer` is given no ``prices``.
+
+Default: none (the built-in prices only).
+"""
 
 DEFAULT_BASE_URL = "https://cloud.langfuse.com"
+"""Langfuse host used when neither :envvar:`LANGFUSE_BASE_URL` nor :envvar:`LANGFUSE_HOST` is set."""
 DEFAULT_TRACE_NAME = "voice-conversation"
+"""Trace name used when :envvar:`LANGFUSE_TRACE_NAME` is not set."""
 DEFAULT_TIMEOUT_S = 5
+"""Request timeout in seconds used when :envvar:`LANGFUSE_TIMEOUT` is not set."""
 DEFAULT_FLUSH_TIMEOUT_S = 10.0
+"""Final flush limit in seconds used when :envvar:`LANGFUSE_FLUSH_TIMEOUT` is not set."""
 
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no", ""})
@@ -42,12 +212,18 @@ _ENVIRONMENT_RE = re.compile(r"^(?!langfuse)[a-z0-9_-]{1,40}$")
 
 
 class SettingsError(ValueError):
-    """A configuration value is missing or invalid; the message names the variable and the fix."""
+    """A configuration value is missing or invalid.
+
+    The message names the variable and how to fix it, so it can be shown to the user as is.
+    """
 
 
 @dataclass(frozen=True)
 class TracingSettings:
     """Everything the tracer needs, resolved once.
+
+    Build it with :meth:`from_env`, or directly in code (no validation then). Frozen: derive a
+    variant with :func:`dataclasses.replace`.
 
     Attributes:
         enabled: Send traces to Langfuse. When false nothing is built and nothing leaves the process.
@@ -81,7 +257,13 @@ class TracingSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TracingSettings:
-        """Read the settings from ``env`` (default: ``os.environ``).
+        """Read and validate the settings from the environment variables of this module.
+
+        Args:
+            env: Where to read the variables; ``os.environ`` when None. Blank values count as unset.
+
+        Returns:
+            The settings, with defaults for what is unset.
 
         Raises:
             SettingsError: A value is invalid, or tracing is enabled without both keys.
@@ -128,7 +310,18 @@ class TracingSettings:
 
 
 def parse_bool(name: str, raw: str) -> bool:
-    """Parse true/false/1/0/yes/no (any case; empty is false) or raise naming ``name``."""
+    """Parse a boolean environment value.
+
+    Args:
+        name: The variable's name, for the error message.
+        raw: Its value: ``true``, ``false``, ``1``, ``0``, ``yes`` or ``no``, in any case; empty is false.
+
+    Returns:
+        The boolean.
+
+    Raises:
+        SettingsError: ``raw`` is none of the accepted values.
+    """
     value = raw.strip().lower()
     if value in _TRUE:
         return True
@@ -138,7 +331,18 @@ def parse_bool(name: str, raw: str) -> bool:
 
 
 def parse_base_url(name: str, raw: str) -> str:
-    """Validate a Langfuse host URL and drop any trailing slash."""
+    """Validate a Langfuse host URL.
+
+    Args:
+        name: The variable's name, for the error message.
+        raw: The URL, e.g. ``https://cloud.langfuse.com``.
+
+    Returns:
+        The URL without surrounding spaces or a trailing slash.
+
+    Raises:
+        SettingsError: ``raw`` is not an ``http(s)://`` URL, or contains the ``/api/public`` path.
+    """
     url = raw.strip().rstrip("/")
     if not re.match(r"^https?://[^/\s]+", url):
         raise SettingsError(
@@ -154,7 +358,18 @@ def parse_base_url(name: str, raw: str) -> str:
 
 
 def parse_environment(raw: str | None) -> str | None:
-    """Validate a Langfuse tracing environment name, as the SDK requires it."""
+    """Validate a Langfuse tracing environment name, as the SDK requires it.
+
+    Args:
+        raw: The name, or None when unset.
+
+    Returns:
+        ``raw`` unchanged.
+
+    Raises:
+        SettingsError: ``raw`` is not up to 40 lowercase letters, digits, ``-`` or ``_``, or starts
+            with ``langfuse``.
+    """
     if raw is None:
         return None
     if not _ENVIRONMENT_RE.match(raw):

@@ -1,4 +1,9 @@
-"""End-of-call summary: per turn, per model, and the conversation's total cost."""
+"""End-of-call summary: per turn, per model, and the conversation's total cost.
+
+:meth:`VoiceTracer.summary <pipecat_langfuse.VoiceTracer.summary>` returns a
+:class:`ConversationSummary`, with or without Langfuse; ``summary.render()`` is the table the
+example bots print when a call ends. The costs are the ones sent to Langfuse as ``cost_details``.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,16 @@ _TEXT_WIDTH = 38
 
 @dataclass(frozen=True)
 class TurnSummary:
-    """One turn: what the user said, what the bot replied, how fast, and whether it was cut off."""
+    """One turn: what the user said, what the bot replied, how fast, and whether it was cut off.
+
+    Attributes:
+        number: Turn number, from 1.
+        user_text: What the user said: the turn's STT transcripts, joined with spaces.
+        bot_text: What the bot replied: the LLM's text of the turn.
+        voice_to_voice_s: Seconds from when the user stopped speaking to when the bot started,
+            or None when not measured (e.g. the bot did not answer).
+        interrupted: Whether the turn ended while the bot was still speaking (a barge-in).
+    """
 
     number: int
     user_text: str
@@ -24,7 +38,15 @@ class TurnSummary:
 
 @dataclass(frozen=True)
 class ModelUsage:
-    """Usage and cost of one model over the conversation (cost None when no price is known)."""
+    """Usage and cost of one model over the conversation.
+
+    Attributes:
+        kind: ``"stt"``, ``"llm"`` or ``"tts"``.
+        model: Model name as reported by Pipecat's metrics (``simulated/...`` offline).
+        usage: Total usage by usage key (the ``USAGE_*`` keys of :mod:`pipecat_langfuse.pricing`).
+        cost_usd: Total cost in USD, or None when no price is known for the model.
+        calls: Number of generations (units of work) of this model.
+    """
 
     kind: str
     model: str
@@ -33,7 +55,15 @@ class ModelUsage:
     calls: int = 0
 
     def add(self, usage: Mapping[str, int], cost: Mapping[str, float] | None) -> ModelUsage:
-        """This total plus one more call's usage and cost details."""
+        """Add one more call's usage and cost.
+
+        Args:
+            usage: The call's usage details, by usage key.
+            cost: The call's cost details (with ``"total"``), or None when it has no price.
+
+        Returns:
+            A new ``ModelUsage``; this one is unchanged.
+        """
         merged = dict(self.usage)
         for key, value in usage.items():
             merged[key] = merged.get(key, 0) + value
@@ -42,7 +72,12 @@ class ModelUsage:
         return ModelUsage(self.kind, self.model, MappingProxyType(merged), cost_usd, self.calls + 1)
 
     def describe_usage(self) -> str:
-        """Usage in words, e.g. ``1,234 in / 56 out tokens``."""
+        """Describe the usage in words.
+
+        Returns:
+            E.g. ``1,234 in (+512 cached) / 56 out tokens`` (LLM), ``240 characters`` (TTS) or
+            ``13.3 s audio`` (STT).
+        """
         u = self.usage
         if self.kind == "llm":
             cached = u.get(pricing.USAGE_INPUT_CACHED_TOKENS, 0)
@@ -55,7 +90,14 @@ class ModelUsage:
 
 @dataclass(frozen=True)
 class ConversationSummary:
-    """What a conversation did and cost; ``render()`` gives the table printed at the end of a call."""
+    """What a conversation did and cost; ``render()`` gives the table printed at the end of a call.
+
+    Attributes:
+        conversation_id: The conversation (Langfuse session) id.
+        trace_id: The Langfuse trace id, or None when tracing is disabled.
+        turns: The turns, in order.
+        models: Usage and cost per model, in order of first use.
+    """
 
     conversation_id: str
     trace_id: str | None
@@ -64,11 +106,16 @@ class ConversationSummary:
 
     @property
     def total_cost_usd(self) -> float:
-        """Sum of the known costs of all models."""
+        """Sum of the known costs of all models, in USD (unpriced models count as 0)."""
         return sum(m.cost_usd or 0.0 for m in self.models)
 
     def render(self) -> str:
-        """A plain-text table: turns, then models with usage and cost, then the total."""
+        """Render the summary as plain text.
+
+        Returns:
+            A table of the turns, then one of the models with their usage and cost, then the
+            total cost; long texts are clipped with an ellipsis.
+        """
         w = _TEXT_WIDTH
         lines = [
             f"Conversation {self.conversation_id}" + (f"  (Langfuse trace {self.trace_id})" if self.trace_id else "")

@@ -5,12 +5,15 @@ Usage::
     tracer = VoiceTracer(TracingSettings.from_env())
     worker = PipelineWorker(
         pipeline,
+        params=PipelineParams(enable_metrics=True, enable_usage_metrics=True),
         observers=tracer.observers,
         enable_tracing=tracer.enabled,
         conversation_id=tracer.conversation_id,
     )
+    runner = WorkerRunner()
+    await runner.add_workers(worker)
     async with tracer.conversation():
-        await WorkerRunner().run(worker)
+        await runner.run()
     print(tracer.summary().render())
 """
 
@@ -133,8 +136,8 @@ class VoiceTracer:
                 self._close_root(root)
             stack.close()
             await self.flush()
-            if self._writer is not None and self._writer.failures.count > 1:
-                logger.warning(f"{self._writer.failures.count} tracing errors in conversation {self.conversation_id}.")
+            if self.observer.failures.count > 1:
+                logger.warning(f"{self.observer.failures.count} tracing errors in conversation {self.conversation_id}.")
 
     def summary(self) -> ConversationSummary:
         """Turns, usage and cost of the conversation so far."""

@@ -1,30 +1,74 @@
-"""Keep a developer's environment (.env, LANGFUSE_* variables) out of every test."""
+"""What every test shares: an isolated environment, markers by folder, and the local Langfuse.
+
+Nothing imports this module: helpers live in ``tests/support/``.
+"""
+
+from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-ISOLATED_PREFIXES = ("LANGFUSE_", "OTEL_")
-ISOLATED_NAMES = (
-    "ENABLE_TRACING",
-    "CONVERSATION_ID",
-    "PRICING_FILE",
-    "LOG_LEVEL",
-    "DEEPGRAM_API_KEY",
-    "OPENAI_API_KEY",
-    "CARTESIA_API_KEY",
-    "OPENAI_MODEL",
-    "CARTESIA_VOICE_ID",
-)
+from tests.support.env import is_isolated
+from tests.support.langfuse_server import LocalLangfuse, StartLocalLangfuse
+
+TESTS = Path(__file__).resolve().parent
+FOLDER_MARKERS = {"unit": "unit", "integration": "integration", "examples": "examples", "packaging": "packaging"}
+"""The marker of every test in ``tests/<folder>/`` (registered in pyproject.toml)."""
 
 
-def clean_environment() -> dict[str, str]:
-    """os.environ without any variable this project or the Langfuse/OTel SDKs read."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(ISOLATED_PREFIXES) and k not in ISOLATED_NAMES}
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.path.resolve()
+        folder = path.relative_to(TESTS).parts[0] if path.is_relative_to(TESTS) else None
+        if folder in FOLDER_MARKERS:
+            item.add_marker(FOLDER_MARKERS[folder])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_session() -> Iterator[None]:
+    """Isolate module- and session-scoped fixtures too (they set up before function-scoped ones)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _isolate(monkeypatch)
+        yield
 
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    _isolate(monkeypatch)
+
+
+def _isolate(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
-        if name.startswith(ISOLATED_PREFIXES) or name in ISOLATED_NAMES:
+        if is_isolated(name):
             monkeypatch.delenv(name)
+
+
+def _serve() -> Iterator[StartLocalLangfuse]:
+    started: list[LocalLangfuse] = []
+
+    def start(**kwargs: Any) -> LocalLangfuse:
+        server = LocalLangfuse(**kwargs).start()
+        started.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture
+def local_langfuse() -> Iterator[StartLocalLangfuse]:
+    """Start local Langfuse servers for one test: ``local_langfuse(public_key=..., hang_s=...)``."""
+    yield from _serve()
+
+
+@pytest.fixture(scope="module")
+def module_local_langfuse() -> Iterator[StartLocalLangfuse]:
+    """The same, for a module that runs one expensive call and asserts on it in many tests."""
+    yield from _serve()

@@ -1,43 +1,36 @@
-"""The real `bot` entrypoint, run as a subprocess on a fresh working directory with no .env."""
+"""The real `bot` entrypoint, run as a subprocess on a fresh working directory with no .env.
+
+Every run has a Langfuse secret key in its environment, and none may print it.
+"""
 
 from __future__ import annotations
 
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from app.offline import QUICK_SCRIPT
-from tests.conftest import clean_environment
-from tests.support.langfuse_rules import counts_in_model_usage, json_attribute
-from tests.support.langfuse_server import OTLP_PATH, LocalLangfuse
+from tests.support.env import clean_environment
+from tests.support.langfuse_rules import MODEL, SESSION_ID, TRACE_TAGS, counts_in_model_usage, json_attribute
+from tests.support.langfuse_server import OTLP_PATH, LocalLangfuse, StartLocalLangfuse
+from tests.support.processes import BOT, PROJECT_ROOT, assert_no_secret, run_command
 
-pytestmark = pytest.mark.integration
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PUBLIC_KEY = "pk-lf-bot-public"
+SECRET_KEY = "sk-lf-bot-secret-0123456789"
 
 
 @pytest.fixture
-def server() -> Iterator[LocalLangfuse]:
-    server = LocalLangfuse().start()
-    yield server
-    server.stop()
+def server(local_langfuse: StartLocalLangfuse) -> LocalLangfuse:
+    return local_langfuse(public_key=PUBLIC_KEY, secret_key=SECRET_KEY)
 
 
 def run_bot(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    full_env = {**clean_environment(), "PYTHONPATH": str(PROJECT_ROOT), **env}
-    return subprocess.run(
-        [sys.executable, "-m", "app.bot", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    """Run ``bot`` from this checkout with ``env``, over a secret key that is always set; no secret shows."""
+    env = {"PYTHONPATH": str(PROJECT_ROOT), "LANGFUSE_SECRET_KEY": SECRET_KEY, **env}
+    return run_command([*BOT, *args], cwd=cwd, env=env, secrets=[SECRET_KEY])
 
 
 def total_line(stdout: str) -> list[str]:
@@ -67,7 +60,6 @@ def test_tracing_disabled_sends_nothing_and_still_prints_the_summary(server: Loc
     assert any(line.startswith("simulated/gpt-4.1-mini") and "llm" in line for line in lines)
     assert total_line(result.stdout) == ["Total", "0.003534"]
     assert lines[-1] == "Offline run: simulated services, priced as the live models they stand in for."
-    assert server.secret_key not in result.stdout + result.stderr
 
 
 def test_tracing_disabled_builds_no_client_and_installs_no_provider(tmp_path: Path) -> None:
@@ -79,10 +71,13 @@ def test_tracing_disabled_builds_no_client_and_installs_no_provider(tmp_path: Pa
         "from langfuse._client.resource_manager import LangfuseResourceManager\n"
         "print(type(trace.get_tracer_provider()).__name__, len(LangfuseResourceManager._instances))\n"
     )
-    env = {**clean_environment(), "PYTHONPATH": str(PROJECT_ROOT), "ENABLE_TRACING": "no"}
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False
-    )
+    env = {
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "ENABLE_TRACING": "no",
+        "LANGFUSE_PUBLIC_KEY": PUBLIC_KEY,
+        "LANGFUSE_SECRET_KEY": SECRET_KEY,
+    }
+    result = run_command([sys.executable, "-c", script], cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-2:] == ["ProxyTracerProvider", "0"]
 
@@ -93,11 +88,11 @@ def test_offline_run_is_traced_as_simulated(server: LocalLangfuse, tmp_path: Pat
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0].startswith("Conversation conv-bot-1  (Langfuse trace ")
     spans = server.spans
-    assert {s.attributes["session.id"] for s in spans} == {"conv-bot-1"}
-    assert {tuple(s.attributes["langfuse.trace.tags"]) for s in spans} == {("demo", "simulated")}
+    assert {s.attributes[SESSION_ID] for s in spans} == {"conv-bot-1"}
+    assert {tuple(s.attributes[TRACE_TAGS]) for s in spans} == {("demo", "simulated")}
     assert len({s.trace_id for s in spans}) == 1
     counted = [s for s in spans if counts_in_model_usage(s)]
-    assert sorted({s.attributes["langfuse.observation.model.name"] for s in counted}) == [
+    assert sorted({s.attributes[MODEL] for s in counted}) == [
         "simulated/gpt-4.1-mini",
         "simulated/nova-3-general",
         "simulated/sonic-3.6",
@@ -124,16 +119,12 @@ def test_unreachable_langfuse_does_not_break_the_call(tmp_path: Path) -> None:
     assert total_line(result.stdout) == ["Total", "0.003534"]
     assert result.stderr.count("Sending traces to Langfuse failed") == 1
     assert "uv run test_langfuse" in result.stderr
-    assert "sk-lf-down-secret" not in result.stdout + result.stderr
 
 
-def test_a_hanging_langfuse_does_not_hold_the_call(tmp_path: Path) -> None:
-    server = LocalLangfuse(hang_s=60).start()  # accepts connections, never answers
-    try:
-        env = {**langfuse_env(server, "true"), "LANGFUSE_FLUSH_TIMEOUT": "2"}
-        result = run_bot(tmp_path, env, "--quick")
-    finally:
-        server.stop()
+def test_a_hanging_langfuse_does_not_hold_the_call(local_langfuse: StartLocalLangfuse, tmp_path: Path) -> None:
+    server = local_langfuse(public_key=PUBLIC_KEY, secret_key=SECRET_KEY, hang_s=60)  # never answers
+    env = {**langfuse_env(server, "true"), "LANGFUSE_FLUSH_TIMEOUT": "2"}
+    result = run_bot(tmp_path, env, "--quick")
     assert result.returncode == 0, result.stderr
     assert total_line(result.stdout) == ["Total", "0.003534"]
     assert "did not take the traces within 2 s (LANGFUSE_FLUSH_TIMEOUT)" in result.stderr
@@ -143,7 +134,7 @@ def test_a_hanging_langfuse_does_not_hold_the_call(tmp_path: Path) -> None:
 
 
 def test_rejected_keys_are_reported_once(server: LocalLangfuse, tmp_path: Path) -> None:
-    env = {**langfuse_env(server, "yes"), "LANGFUSE_SECRET_KEY": "sk-lf-wrong"}
+    env = {**langfuse_env(server, "yes"), "LANGFUSE_SECRET_KEY": "sk-lf-wrong-secret-9876543210"}
     result = run_bot(tmp_path, env, "--quick")
     assert result.returncode == 0, result.stderr
     assert {r.path for r in server.requests} == {OTLP_PATH}
@@ -160,8 +151,8 @@ def test_rejected_keys_are_reported_once(server: LocalLangfuse, tmp_path: Path) 
             "ENABLE_TRACING='maybe' is not a boolean. Use one of: true, false, 1, 0, yes, no.",
         ),
         (
-            {"ENABLE_TRACING": "true"},
-            "ENABLE_TRACING is true but LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY are not set.",
+            {"ENABLE_TRACING": "true"},  # the secret key is set (see run_bot), the public key is not
+            "ENABLE_TRACING is true but LANGFUSE_PUBLIC_KEY is not set.",
         ),
         ({"PRICING_FILE": "missing.toml"}, "Cannot read the pricing file missing.toml"),
     ],
@@ -173,7 +164,7 @@ def test_configuration_errors_stop_before_the_call(tmp_path: Path, env: dict[str
     assert result.stdout == ""
 
 
-def test_dotenv_in_the_working_directory_is_loaded(server: LocalLangfuse, tmp_path: Path) -> None:
+def test_dotenv_in_the_working_directory_is_loaded(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("ENABLE_TRACING=maybe-from-dotenv\n")
     result = run_bot(tmp_path, {}, "--quick")
     assert result.returncode == 2
@@ -184,15 +175,16 @@ def test_with_all_provider_keys_it_starts_the_live_runner(tmp_path: Path) -> Non
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {
-        **clean_environment(),
-        "PYTHONPATH": str(PROJECT_ROOT),
-        "DEEPGRAM_API_KEY": "dg-test",
-        "OPENAI_API_KEY": "sk-test",
-        "CARTESIA_API_KEY": "ca-test",
-    }
+    env = clean_environment(
+        PYTHONPATH=str(PROJECT_ROOT),
+        DEEPGRAM_API_KEY="dg-test",
+        OPENAI_API_KEY="sk-test",
+        CARTESIA_API_KEY="ca-test",
+        LANGFUSE_PUBLIC_KEY=PUBLIC_KEY,
+        LANGFUSE_SECRET_KEY=SECRET_KEY,
+    )
     process = subprocess.Popen(
-        [sys.executable, "-m", "app.bot", "--host", "127.0.0.1", "--port", str(port)],
+        [*BOT, "--host", "127.0.0.1", "--port", str(port)],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -206,6 +198,7 @@ def test_with_all_provider_keys_it_starts_the_live_runner(tmp_path: Path) -> Non
         output, _ = process.communicate(timeout=30)
     assert status == 200, output
     assert "running the scripted offline conversation" not in output
+    assert_no_secret(output, secrets=[SECRET_KEY])
 
 
 def wait_for_http(url: str, process: subprocess.Popen[str], attempts: int = 600) -> int:

@@ -1,62 +1,46 @@
-"""`test_langfuse` run as a real subprocess against a local Langfuse stand-in on 127.0.0.1."""
+"""`test_langfuse` run as a real subprocess against a local Langfuse stand-in on 127.0.0.1.
+
+Every run but those that test a missing secret key has one in its environment (or its .env),
+and no run may print any of the secrets.
+"""
 
 from __future__ import annotations
 
 import base64
-import os
 import re
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from tests.support.langfuse_server import OTLP_PATH, PROJECTS_PATH, LocalLangfuse
-
-pytestmark = pytest.mark.integration
+from tests.support.langfuse_server import OTLP_PATH, PROJECTS_PATH, LocalLangfuse, StartLocalLangfuse
+from tests.support.processes import CHECK, run_command
 
 PUBLIC_KEY = "pk-lf-check-public"
 SECRET_KEY = "sk-lf-check-secret-0123456789"
 WRONG_SECRET = "sk-lf-wrong-secret-9876543210"
 SECRETS = (SECRET_KEY, WRONG_SECRET)
 SUBPROCESS_TIMEOUT_S = 60
-COMMAND = [sys.executable, "-m", "app.check"]
 
 
 @pytest.fixture
-def server() -> Iterator[LocalLangfuse]:
-    langfuse = LocalLangfuse(public_key=PUBLIC_KEY, secret_key=SECRET_KEY, project_name="voice-tests").start()
-    yield langfuse
-    langfuse.stop()
-
-
-def clean_env(**variables: str) -> dict[str, str]:
-    """The test process's environment without anything that could configure Langfuse, OTel or a proxy."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not (k.startswith(("LANGFUSE_", "OTEL_")) or k == "ENABLE_TRACING" or k.lower().endswith("_proxy"))
-    }
-    env.update(variables)
-    return env
+def server(local_langfuse: StartLocalLangfuse) -> LocalLangfuse:
+    return local_langfuse(public_key=PUBLIC_KEY, secret_key=SECRET_KEY, project_name="voice-tests")
 
 
 def keys(url: str, secret: str = SECRET_KEY, public: str = PUBLIC_KEY) -> dict[str, str]:
     return {"LANGFUSE_PUBLIC_KEY": public, "LANGFUSE_SECRET_KEY": secret, "LANGFUSE_BASE_URL": url}
 
 
-def run(cwd: Path, env: dict[str, str], *args: str, command: list[str] = COMMAND) -> subprocess.CompletedProcess[str]:
-    """Run the check in ``cwd`` (no .env unless the test wrote one); the secret never shows."""
-    assert os.path.isdir(cwd)
-    done = subprocess.run(
-        [*command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S, check=False
-    )
-    output = done.stdout + done.stderr
-    for secret in SECRETS:
-        assert secret not in output, f"secret key printed:\n{output}"
-    return done
+def run(cwd: Path, env: dict[str, str], *args: str, command: Sequence[str] = CHECK) -> subprocess.CompletedProcess[str]:
+    """Run the check in ``cwd`` with a clean environment plus ``env`` (no .env unless the test wrote one).
+
+    No secret may show in its output.
+    """
+    return run_command([*command, *args], cwd=cwd, env=env, secrets=SECRETS, timeout_s=SUBPROCESS_TIMEOUT_S)
 
 
 def closed_port() -> int:
@@ -72,7 +56,7 @@ def basic(public: str, secret: str) -> str:
 
 
 def test_ok_names_project_and_host_and_the_server_receives_the_test_span(server: LocalLangfuse, tmp_path: Path) -> None:
-    done = run(tmp_path, clean_env(**keys(server.url)))
+    done = run(tmp_path, keys(server.url))
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("OK: the keys belong to project 'voice-tests'")
@@ -97,7 +81,7 @@ def test_ok_names_project_and_host_and_the_server_receives_the_test_span(server:
 
 
 def test_ok_with_tracing_enabled_has_no_enable_tracing_note(server: LocalLangfuse, tmp_path: Path) -> None:
-    done = run(tmp_path, clean_env(**keys(server.url), ENABLE_TRACING="true"))
+    done = run(tmp_path, {**keys(server.url), "ENABLE_TRACING": "true"})
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ENABLE_TRACING" not in done.stdout
@@ -108,14 +92,14 @@ def test_installed_console_script_runs_the_same_check(server: LocalLangfuse, tmp
     if not script.exists():
         pytest.skip("the project is not installed in this environment")
 
-    done = run(tmp_path, clean_env(**keys(server.url)), command=[str(script)])
+    done = run(tmp_path, keys(server.url), command=[str(script)])
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "voice-tests" in done.stdout
 
 
 def test_wrong_secret_exits_3_and_points_at_the_key_pair_and_region(server: LocalLangfuse, tmp_path: Path) -> None:
-    done = run(tmp_path, clean_env(**keys(server.url, secret=WRONG_SECRET)))
+    done = run(tmp_path, keys(server.url, secret=WRONG_SECRET))
 
     assert done.returncode == 3, done.stdout + done.stderr
     assert done.stdout.startswith(
@@ -132,7 +116,7 @@ def test_wrong_secret_exits_3_and_points_at_the_key_pair_and_region(server: Loca
 
 
 def test_unknown_public_key_exits_3(server: LocalLangfuse, tmp_path: Path) -> None:
-    done = run(tmp_path, clean_env(**keys(server.url, public="pk-lf-someone-else")))
+    done = run(tmp_path, keys(server.url, public="pk-lf-someone-else"))
 
     assert done.returncode == 3, done.stdout + done.stderr
     assert 'HTTP 401 "Invalid public key.' in done.stdout
@@ -142,7 +126,7 @@ def test_unknown_public_key_exits_3(server: LocalLangfuse, tmp_path: Path) -> No
 def test_closed_port_exits_4_naming_url_and_variable(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{closed_port()}"
 
-    done = run(tmp_path, clean_env(**keys(url)))
+    done = run(tmp_path, keys(url))
 
     assert done.returncode == 4, done.stdout + done.stderr
     assert done.stdout.startswith(f"UNREACHABLE: cannot reach Langfuse at {url} (from LANGFUSE_BASE_URL)")
@@ -150,23 +134,19 @@ def test_closed_port_exits_4_naming_url_and_variable(tmp_path: Path) -> None:
     assert "docker compose -f server/docker-compose.yml up -d" in done.stdout  # a local host: point at server/
 
 
-def test_slow_server_times_out_with_exit_4(tmp_path: Path) -> None:
-    slow = LocalLangfuse(public_key=PUBLIC_KEY, secret_key=SECRET_KEY, hang_s=8).start()
-    try:
-        done = run(tmp_path, clean_env(**keys(slow.url), LANGFUSE_TIMEOUT="1"))
-    finally:
-        slow.stop()
+def test_slow_server_times_out_with_exit_4(local_langfuse: StartLocalLangfuse, tmp_path: Path) -> None:
+    slow = local_langfuse(public_key=PUBLIC_KEY, secret_key=SECRET_KEY, hang_s=8)
+
+    done = run(tmp_path, {**keys(slow.url), "LANGFUSE_TIMEOUT": "1"})
 
     assert done.returncode == 4, done.stdout + done.stderr
     assert "no answer within 1 s (LANGFUSE_TIMEOUT=1)" in done.stdout
 
 
-def test_server_that_is_not_langfuse_exits_4(tmp_path: Path) -> None:
-    other = LocalLangfuse(public_key=PUBLIC_KEY, secret_key=SECRET_KEY, status_override=404).start()
-    try:
-        done = run(tmp_path, clean_env(**keys(other.url)))
-    finally:
-        other.stop()
+def test_server_that_is_not_langfuse_exits_4(local_langfuse: StartLocalLangfuse, tmp_path: Path) -> None:
+    other = local_langfuse(public_key=PUBLIC_KEY, secret_key=SECRET_KEY, status_override=404)
+
+    done = run(tmp_path, keys(other.url))
 
     assert done.returncode == 4, done.stdout + done.stderr
     assert "NOT A LANGFUSE SERVER" in done.stdout
@@ -174,7 +154,7 @@ def test_server_that_is_not_langfuse_exits_4(tmp_path: Path) -> None:
 
 
 def test_api_path_in_base_url_is_a_configuration_error(server: LocalLangfuse, tmp_path: Path) -> None:
-    done = run(tmp_path, clean_env(**keys(f"{server.url}/api/public/otel")))
+    done = run(tmp_path, keys(f"{server.url}/api/public/otel"))
 
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stdout.startswith("INVALID CONFIGURATION: LANGFUSE_BASE_URL=")
@@ -183,7 +163,7 @@ def test_api_path_in_base_url_is_a_configuration_error(server: LocalLangfuse, tm
 
 
 def test_swapped_keys_are_a_configuration_error(server: LocalLangfuse, tmp_path: Path) -> None:
-    done = run(tmp_path, clean_env(**keys(server.url, public=SECRET_KEY, secret=PUBLIC_KEY)))
+    done = run(tmp_path, keys(server.url, public=SECRET_KEY, secret=PUBLIC_KEY))
 
     assert done.returncode == 2, done.stdout + done.stderr
     assert "swapped" in done.stdout
@@ -198,7 +178,7 @@ def test_swapped_keys_are_a_configuration_error(server: LocalLangfuse, tmp_path:
     ],
 )
 def test_missing_variables_exit_2_naming_them(tmp_path: Path, variables: dict[str, str], missing: str) -> None:
-    done = run(tmp_path, clean_env(**variables))
+    done = run(tmp_path, variables)
 
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stdout.startswith(f"MISSING VARIABLES: {missing}.")
@@ -207,7 +187,7 @@ def test_missing_variables_exit_2_naming_them(tmp_path: Path, variables: dict[st
 
 
 def test_langfuse_host_is_accepted_as_the_old_name(server: LocalLangfuse, tmp_path: Path) -> None:
-    env = clean_env(LANGFUSE_PUBLIC_KEY=PUBLIC_KEY, LANGFUSE_SECRET_KEY=SECRET_KEY, LANGFUSE_HOST=server.url)
+    env = {"LANGFUSE_PUBLIC_KEY": PUBLIC_KEY, "LANGFUSE_SECRET_KEY": SECRET_KEY, "LANGFUSE_HOST": server.url}
 
     done = run(tmp_path, env)
 
@@ -219,7 +199,7 @@ def test_langfuse_host_is_accepted_as_the_old_name(server: LocalLangfuse, tmp_pa
 def test_dotenv_in_the_current_directory_is_loaded(server: LocalLangfuse, tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("\n".join(f"{k}={v}" for k, v in keys(server.url).items()) + "\n")
 
-    done = run(tmp_path, clean_env())
+    done = run(tmp_path, {})
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "voice-tests" in done.stdout
@@ -228,18 +208,18 @@ def test_dotenv_in_the_current_directory_is_loaded(server: LocalLangfuse, tmp_pa
 def test_environment_wins_over_dotenv(server: LocalLangfuse, tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("\n".join(f"{k}={v}" for k, v in keys(server.url, secret=WRONG_SECRET).items()))
 
-    done = run(tmp_path, clean_env(LANGFUSE_SECRET_KEY=SECRET_KEY))
+    done = run(tmp_path, {"LANGFUSE_SECRET_KEY": SECRET_KEY})
 
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 @pytest.mark.parametrize("otlp_status", [403, 500])
-def test_auth_ok_but_otlp_rejected_exits_5(tmp_path: Path, otlp_status: int) -> None:
-    picky = LocalLangfuse(public_key=PUBLIC_KEY, secret_key=SECRET_KEY, otlp_status=otlp_status).start()
-    try:
-        done = run(tmp_path, clean_env(**keys(picky.url), LANGFUSE_TIMEOUT="2"))
-    finally:
-        picky.stop()
+def test_auth_ok_but_otlp_rejected_exits_5(
+    local_langfuse: StartLocalLangfuse, tmp_path: Path, otlp_status: int
+) -> None:
+    picky = local_langfuse(public_key=PUBLIC_KEY, secret_key=SECRET_KEY, otlp_status=otlp_status)
+
+    done = run(tmp_path, {**keys(picky.url), "LANGFUSE_TIMEOUT": "2"})
 
     assert done.returncode == 5, done.stdout + done.stderr
     assert done.stdout.startswith("TRACE NOT DELIVERED: the keys work (project 'voice-tests')")
@@ -251,7 +231,7 @@ def test_auth_ok_but_otlp_rejected_exits_5(tmp_path: Path, otlp_status: int) -> 
 
 
 def test_sdk_tracing_disabled_means_no_trace_and_exits_5(server: LocalLangfuse, tmp_path: Path) -> None:
-    done = run(tmp_path, clean_env(**keys(server.url), LANGFUSE_TRACING_ENABLED="false"))
+    done = run(tmp_path, {**keys(server.url), "LANGFUSE_TRACING_ENABLED": "false"})
 
     assert done.returncode == 5, done.stdout + done.stderr
     assert "The SDK flushed without exporting the test span" in done.stdout
@@ -260,7 +240,7 @@ def test_sdk_tracing_disabled_means_no_trace_and_exits_5(server: LocalLangfuse, 
 
 
 def test_verbose_shows_the_traceback_without_the_secret(server: LocalLangfuse, tmp_path: Path) -> None:
-    done = run(tmp_path, clean_env(**keys(server.url, secret=WRONG_SECRET)), "--verbose")
+    done = run(tmp_path, keys(server.url, secret=WRONG_SECRET), "--verbose")
 
     assert done.returncode == 3
     assert "Traceback" in done.stderr
@@ -269,7 +249,7 @@ def test_verbose_shows_the_traceback_without_the_secret(server: LocalLangfuse, t
 
 
 def test_help_documents_the_exit_codes(tmp_path: Path) -> None:
-    done = run(tmp_path, clean_env(), "--help")
+    done = run(tmp_path, {"LANGFUSE_SECRET_KEY": SECRET_KEY}, "--help")
 
     assert done.returncode == 0
     for line in ("0  OK", "2  missing or invalid configuration", "3  wrong keys", "4  host unreachable", "5  keys OK"):

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator
 
 import pytest
-from loguru import logger
 from pipecat.frames.frames import (
     Frame,
     LLMFullResponseEndFrame,
@@ -23,9 +21,7 @@ from pipecat.services.stt_service import STTService
 from pipecat.tests.utils import run_test
 
 from pipecat_langfuse import TracingSettings, VoiceTracer
-from pipecat_langfuse.pricing import USAGE_INPUT, USAGE_INPUT_AUDIO_MS, USAGE_OUTPUT, USAGE_TOTAL
-
-pytestmark = pytest.mark.integration
+from tests.support.logs import captured_logs
 
 
 class ScriptedLLM(LLMService):
@@ -70,24 +66,13 @@ class ScriptedSTT(STTService):
         )
 
 
-@contextmanager
-def captured_warnings() -> Iterator[list[str]]:
-    """Messages logged at WARNING or above while the block runs."""
-    warnings: list[str] = []
-    sink = logger.add(lambda m: warnings.append(m.record["message"]), level="WARNING")
-    try:
-        yield warnings
-    finally:
-        logger.remove(sink)
-
-
 def recording_tracer() -> VoiceTracer:
     return VoiceTracer(TracingSettings(enabled=False), conversation_id="conv-observer")
 
 
 async def test_a_failing_frame_is_logged_once_and_the_call_goes_on() -> None:
     tracer = recording_tracer()
-    with captured_warnings() as warnings:
+    with captured_logs("WARNING") as warnings:
         await run_test(
             ScriptedLLM(),
             frames_to_send=[TextFrame("go"), TextFrame("again")],
@@ -96,12 +81,13 @@ async def test_a_failing_frame_is_logged_once_and_the_call_goes_on() -> None:
         )
     tracer.observer.finish()
 
-    failures = [w for w in warnings if w.startswith("Voice tracing failed")]
+    failures = [w for w in warnings if w.startswith("Voice tracing failed while observing")]
     assert len(failures) == 1, warnings
     assert "The call goes on" in failures[0]
+    assert tracer.observer.failures.count == 2
     (llm,) = tracer.summary().models
     assert (llm.kind, llm.model, llm.calls) == ("llm", "gpt-4.1-mini", 2)
-    assert llm.usage == {USAGE_INPUT: 20, USAGE_OUTPUT: 10, USAGE_TOTAL: 30}
+    assert llm.usage == {"input": 20, "output": 10, "total": 30}
     assert llm.cost_usd == pytest.approx(20 * 0.4e-6 + 10 * 1.6e-6)
 
 
@@ -115,7 +101,7 @@ async def test_stt_audio_after_the_last_transcript_is_still_counted() -> None:
     (stt,) = tracer.summary().models
     # 750 + 500 ms land on the transcript's unit; the trailing 250 + 300 ms become a unit of their own.
     assert (stt.model, stt.calls) == ("nova-3", 2)
-    assert stt.usage == {USAGE_INPUT_AUDIO_MS: 1800}
+    assert stt.usage == {"input_audio_ms": 1800}
     assert tracer.summary().turns[0].user_text == "hello"
 
 
@@ -130,7 +116,7 @@ class UnpricedSTT(ScriptedSTT):
 
 async def test_an_unpriced_stt_model_is_recorded_and_warned_about_once() -> None:
     tracer = recording_tracer()
-    with captured_warnings() as warnings:
+    with captured_logs("WARNING") as warnings:
         await run_test(
             UnpricedSTT(), frames_to_send=[TextFrame("speak")], expected_down_frames=None, observers=tracer.observers
         )
@@ -138,7 +124,7 @@ async def test_an_unpriced_stt_model_is_recorded_and_warned_about_once() -> None
 
     (stt,) = tracer.summary().models
     assert (stt.model, stt.calls, stt.cost_usd) == ("acme-stt-1", 2, None)
-    assert stt.usage == {USAGE_INPUT_AUDIO_MS: 1800}
+    assert stt.usage == {"input_audio_ms": 1800}
     assert [w for w in warnings if w.startswith("No price")] == [
         "No price for STT model 'acme-stt-1': its usage is recorded without cost. "
         "Add it to your PRICING_FILE (see README, Pricing)."

@@ -56,7 +56,7 @@ from app.offline import (
     create_offline_services,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = pytest.mark.asyncio(loop_scope="module")  # one event loop for the module's one call
 
 SCRIPT = QUICK_SCRIPT
 SYSTEM_PROMPT = "You are a friendly voice assistant. Keep answers short."

@@ -6,19 +6,16 @@ Each case runs in a fresh process (``tests/integration/otel_apps.py``) against a
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.langfuse_rules import counts_in_model_usage, observation_type
-from tests.support.langfuse_server import LocalLangfuse, ReceivedSpan
+from tests.support.langfuse_server import LocalLangfuse, ReceivedSpan, StartLocalLangfuse
+from tests.support.processes import PROJECT_ROOT, run_command
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 OUR_OBSERVATIONS = {"voice-conversation": 1, "turn 1": 1, "speech-to-text": 1, "llm-completion": 1, "text-to-speech": 1}
 PIPECAT_SPANS = {
     ("pipecat.turn", "conversation"): 1,
@@ -30,23 +27,18 @@ PIPECAT_SPANS = {
 
 
 @pytest.fixture
-def server() -> Iterator[LocalLangfuse]:
-    server = LocalLangfuse(public_key="pk-lf-coexistence").start()
-    yield server
-    server.stop()
+def server(local_langfuse: StartLocalLangfuse) -> LocalLangfuse:
+    return local_langfuse(public_key="pk-lf-coexistence")
 
 
 def run_app(case: str, server: LocalLangfuse) -> dict[str, Any]:
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.integration.otel_apps", case, server.url, server.public_key, server.secret_key],
+    result = run_command(
+        (sys.executable, "-m", "tests.integration.otel_apps", case, server.url, server.public_key, server.secret_key),
         cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        env={"PYTHONPATH": str(PROJECT_ROOT)},
+        secrets=[server.secret_key],
     )
     assert result.returncode == 0, result.stderr
-    assert server.secret_key not in result.stdout + result.stderr
     report: dict[str, Any] = json.loads(result.stdout.splitlines()[-1])
     return report
 

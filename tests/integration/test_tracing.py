@@ -7,14 +7,21 @@ each test asserts one aspect of what Langfuse received.
 from __future__ import annotations
 
 import base64
+import itertools
 from collections import Counter
-from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 from langfuse import Langfuse
-from pipecat.metrics.metrics import LLMUsageMetricsData, STTUsageMetricsData, TTSUsageMetricsData
+from pipecat.metrics.metrics import (
+    LLMUsageMetricsData,
+    ProcessingMetricsData,
+    STTUsageMetricsData,
+    TTFBMetricsData,
+    TTSUsageMetricsData,
+)
 
+from app.config import SYSTEM_PROMPT
 from app.offline import (
     QUICK_SCRIPT,
     SIMULATED_LLM_MODEL,
@@ -33,23 +40,43 @@ from app.offline import (
     offline_user_turn_strategies,
 )
 from pipecat_langfuse import PriceTable, TracingSettings, VoiceTracer
-from pipecat_langfuse._observer import GENERATION_NAMES, llm_usage_details
-from pipecat_langfuse.pricing import USAGE_INPUT_AUDIO_MS, USAGE_INPUT_CHARACTERS, USAGE_OUTPUT
+from pipecat_langfuse._observer import llm_usage_details
 from tests.support.conversation import TracedCall, run_traced_call
-from tests.support.langfuse_rules import counts_in_model_usage, json_attribute, observation_type
-from tests.support.langfuse_server import OTLP_PATH, LocalLangfuse, ReceivedSpan
-
-pytestmark = pytest.mark.integration
+from tests.support.langfuse_rules import (
+    COMPLETION_START_TIME,
+    COST_DETAILS,
+    ENVIRONMENT,
+    GEN_AI_OPERATION,
+    INPUT,
+    METADATA,
+    METADATA_PREFIX,
+    MODEL,
+    OBSERVATION_TYPE,
+    OUTPUT,
+    RELEASE,
+    SESSION_ID,
+    TRACE_NAME,
+    TRACE_TAGS,
+    USAGE_DETAILS,
+    USER_ID,
+    counts_in_model_usage,
+    json_attribute,
+    observation_attributes,
+    observation_type,
+)
+from tests.support.langfuse_rules import (
+    CONVERSATION_ID as CONVERSATION_ID_KEY,
+)
+from tests.support.langfuse_server import OTLP_PATH, LocalLangfuse, ReceivedSpan, StartLocalLangfuse
 
 CONVERSATION_ID = "conv-quick-1"
 PRICES = PriceTable.load()
+STT, LLM, TTS = "speech-to-text", "llm-completion", "text-to-speech"
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[LocalLangfuse]:
-    server = LocalLangfuse(public_key="pk-lf-tracing-tests").start()  # the SDK keeps one client per key
-    yield server
-    server.stop()
+def server(module_local_langfuse: StartLocalLangfuse) -> LocalLangfuse:
+    return module_local_langfuse(public_key="pk-lf-tracing-tests")  # the SDK keeps one client per key
 
 
 def settings_for(server: LocalLangfuse) -> TracingSettings:
@@ -88,6 +115,21 @@ def generations_of(call: TracedCall, name: str) -> list[ReceivedSpan]:
     return sorted((s for s in ours(call) if s.name == name), key=lambda s: s.start_ns)
 
 
+def pop_trace_attributes(attributes: dict[str, object]) -> None:
+    """Pop what every span of the call carries: trace name, session, user, tags, environment, release."""
+    assert attributes.pop(SESSION_ID) == CONVERSATION_ID
+    assert attributes.pop(USER_ID) == "caller-42"
+    assert attributes.pop(TRACE_NAME) == "voice-conversation"
+    assert attributes.pop(TRACE_TAGS) == ["ci", "simulated"]
+    assert attributes.pop(ENVIRONMENT) == "ci"
+    assert attributes.pop(RELEASE) == "1.2.3"
+
+
+def iso(ns: int) -> str:
+    """A time (ns since the epoch) as the SDK writes ``completion_start_time``."""
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
 # -- One trace ---------------------------------------------------------------------------
 
 
@@ -99,24 +141,24 @@ def test_every_exported_span_of_the_conversation_shares_one_trace_id(call: Trace
 
 def test_trace_name_session_user_tags_environment_and_release_are_set(call: TracedCall) -> None:
     root = root_of(call)
-    assert root.attributes["langfuse.trace.name"] == "voice-conversation"
-    assert root.attributes["langfuse.environment"] == "ci"
-    assert root.attributes["langfuse.release"] == "1.2.3"
-    assert json_attribute(root, "langfuse.observation.input") == "Hi, are you there?"
-    assert json_attribute(root, "langfuse.observation.output") == "Goodbye!"
-    assert json_attribute(root, "langfuse.observation.metadata.turns") == 3
-    assert json_attribute(root, "langfuse.observation.metadata.interruptions") == 1
+    assert root.attributes[TRACE_NAME] == "voice-conversation"
+    assert root.attributes[ENVIRONMENT] == "ci"
+    assert root.attributes[RELEASE] == "1.2.3"
+    assert json_attribute(root, INPUT) == "Hi, are you there?"
+    assert json_attribute(root, OUTPUT) == "Goodbye!"
+    assert json_attribute(root, f"{METADATA_PREFIX}turns") == 3
+    assert json_attribute(root, f"{METADATA_PREFIX}interruptions") == 1
     for span in call.spans:  # Pipecat's spans carry the trace attributes too
-        assert span.attributes["session.id"] == CONVERSATION_ID, span.name
-        assert span.attributes["user.id"] == "caller-42", span.name
-        assert span.attributes["langfuse.trace.tags"] == ["ci", "simulated"], span.name
-        assert span.attributes["langfuse.trace.name"] == "voice-conversation", span.name
+        assert span.attributes[SESSION_ID] == CONVERSATION_ID, span.name
+        assert span.attributes[USER_ID] == "caller-42", span.name
+        assert span.attributes[TRACE_TAGS] == ["ci", "simulated"], span.name
+        assert span.attributes[TRACE_NAME] == "voice-conversation", span.name
 
 
 def test_pipecat_spans_nest_under_the_conversation(call: TracedCall) -> None:
     (pipecat_conversation,) = [s for s in call.spans if s.scope == "pipecat.turn" and s.name == "conversation"]
     assert pipecat_conversation.parent_span_id == root_of(call).span_id
-    assert pipecat_conversation.attributes["conversation.id"] == CONVERSATION_ID
+    assert pipecat_conversation.attributes[CONVERSATION_ID_KEY] == CONVERSATION_ID
 
 
 def test_every_request_uses_basic_auth_of_the_key_pair(call: TracedCall, server: LocalLangfuse) -> None:
@@ -134,14 +176,38 @@ def test_one_span_per_turn_under_the_conversation(call: TracedCall) -> None:
     turns = turns_of(call)
     assert [t.name for t in turns] == ["turn 1", "turn 2", "turn 3"]
     assert {t.parent_span_id for t in turns} == {root_of(call).span_id}
-    assert [json_attribute(t, "langfuse.observation.input") for t in turns] == [u.text for u in QUICK_SCRIPT.utterances]
-    assert [json_attribute(t, "langfuse.observation.output") for t in turns] == list(QUICK_SCRIPT.replies)
-    assert [json_attribute(t, "langfuse.observation.metadata.turn") for t in turns] == [1, 2, 3]
-    # The caller barges in on the first reply.
-    assert [json_attribute(t, "langfuse.observation.metadata.interrupted") for t in turns] == [True, False, False]
-    latencies = [json_attribute(t, "langfuse.observation.metadata.voice_to_voice_latency_s") for t in turns]
-    assert latencies == [t.voice_to_voice_s and round(t.voice_to_voice_s, 4) for t in call.summary.turns]
-    assert all(0.5 < latency < 5 for latency in latencies)
+    latencies = [t.voice_to_voice_s for t in call.summary.turns]
+    assert all(latency is not None and 0.5 < latency < 5 for latency in latencies)
+    for number, (turn, utterance, reply, latency) in enumerate(
+        zip(turns, QUICK_SCRIPT.utterances, QUICK_SCRIPT.replies, latencies, strict=True), start=1
+    ):
+        attributes = observation_attributes(turn.attributes)
+        pop_trace_attributes(attributes)
+        assert attributes.pop(OBSERVATION_TYPE) == "span"
+        assert attributes.pop(INPUT) == utterance.text
+        assert attributes.pop(OUTPUT) == reply
+        # The caller barges in on the first reply.
+        assert attributes.pop(METADATA) == {
+            "turn": number,
+            "interrupted": number == 1,
+            "voice_to_voice_latency_s": round(latency or 0, 4),
+        }
+        assert attributes == {}, turn.name
+
+
+def test_turns_follow_each_other_and_hold_the_work_that_started_in_them(call: TracedCall) -> None:
+    turns = turns_of(call)
+    for turn in turns:
+        assert turn.start_ns < turn.end_ns, turn.name
+    for earlier, later in itertools.pairwise(turns):
+        assert earlier.end_ns <= later.start_ns, (earlier.name, later.name)
+    by_id = {t.span_id: t for t in turns}
+    generations = [s for s in ours(call) if s.name in (STT, LLM, TTS)]
+    assert len(generations) == 9
+    for generation in generations:
+        turn = by_id[generation.parent_span_id or ""]
+        # Work cut short by a barge-in may end after its turn, but it started in it.
+        assert turn.start_ns <= generation.start_ns <= turn.end_ns, (generation.name, turn.name)
 
 
 def test_summary_matches_the_script(call: TracedCall) -> None:
@@ -154,100 +220,126 @@ def test_summary_matches_the_script(call: TracedCall) -> None:
     assert call.summary.total_cost_usd == pytest.approx(sum(m.cost_usd or 0 for m in call.summary.models))
 
 
-# -- Generations -------------------------------------------------------------------------
+# -- Generations: every attribute is expected, and nothing else is there ---------------------
 
 
-def test_each_turn_has_one_priced_generation_per_service(call: TracedCall) -> None:
+def test_each_turn_has_one_generation_per_service(call: TracedCall) -> None:
     turn_ids = [t.span_id for t in turns_of(call)]
-    for name, model in (
-        (GENERATION_NAMES["stt"], SIMULATED_STT_MODEL),
-        (GENERATION_NAMES["llm"], SIMULATED_LLM_MODEL),
-        (GENERATION_NAMES["tts"], SIMULATED_TTS_MODEL),
-    ):
+    for name in (STT, LLM, TTS):
         generations = generations_of(call, name)
         assert [g.parent_span_id for g in generations] == turn_ids, name
-        for generation in generations:
-            assert observation_type(generation) == "GENERATION"
-            assert generation.attributes["langfuse.observation.model.name"] == model
-            usage = json_attribute(generation, "langfuse.observation.usage_details")
-            assert all(type(v) is int and v >= 0 for v in usage.values())
-            assert json_attribute(generation, "langfuse.observation.cost_details") == PRICES.cost(model, usage)
-            assert generation.start_ns < generation.end_ns
+        assert {observation_type(g) for g in generations} == {"GENERATION"}
+        assert all(g.start_ns < g.end_ns for g in generations)
 
 
-def test_stt_usage_is_the_summed_audio_in_milliseconds(call: TracedCall) -> None:
-    generations = generations_of(call, GENERATION_NAMES["stt"])
+def test_stt_generations_are_exactly_the_summed_audio_in_milliseconds(call: TracedCall) -> None:
+    stt = call.services.stt.name
+    generations = generations_of(call, STT)
+    audio = [u.audio_seconds for u in call.witness.usage(STTUsageMetricsData)]  # type: ignore[attr-defined]
+    ttfb = call.witness.reported(TTFBMetricsData, stt)
+    processing = call.witness.reported(ProcessingMetricsData, stt)
     # 1.0 s of pre-roll + the speech + 0.5 s of trailing silence, per utterance.
-    assert [json_attribute(g, "langfuse.observation.usage_details") for g in generations] == [
-        {USAGE_INPUT_AUDIO_MS: 2780},
-        {USAGE_INPUT_AUDIO_MS: 2640},
-        {USAGE_INPUT_AUDIO_MS: 2360},
-    ]
-    assert [round(u.audio_seconds * 1000) for u in call.witness.usage(STTUsageMetricsData)] == [2780, 2640, 2360]
-    assert [json_attribute(g, "langfuse.observation.output") for g in generations] == [
-        u.text for u in QUICK_SCRIPT.utterances
-    ]
+    assert [round(seconds * 1000) for seconds in audio] == [2780, 2640, 2360]
+    expected_usage = [{"input_audio_ms": 2780}, {"input_audio_ms": 2640}, {"input_audio_ms": 2360}]
+    for i, generation in enumerate(generations):
+        attributes = observation_attributes(generation.attributes)
+        pop_trace_attributes(attributes)
+        assert attributes.pop(OBSERVATION_TYPE) == "generation"
+        assert attributes.pop(MODEL) == SIMULATED_STT_MODEL
+        assert attributes.pop(OUTPUT) == QUICK_SCRIPT.utterances[i].text
+        usage = attributes.pop(USAGE_DETAILS)
+        assert usage == expected_usage[i]
+        assert attributes.pop(COST_DETAILS) == PRICES.cost(SIMULATED_STT_MODEL, usage)
+        assert attributes.pop(METADATA) == {
+            "processor": stt,
+            "turn": i + 1,
+            "ttfb_s": round(ttfb[i], 4),
+            "processing_s": round(processing[i], 4),
+            "audio_seconds": round(audio[i], 6),
+        }
+        assert attributes == {}, generation.name
     # nova-3 streaming at $0.0048 per minute.
-    assert json_attribute(generations[0], "langfuse.observation.cost_details") == {
-        USAGE_INPUT_AUDIO_MS: 0.0002224,
-        "total": 0.0002224,
-    }
+    assert json_attribute(generations[0], COST_DETAILS) == {"input_audio_ms": 0.0002224, "total": 0.0002224}
 
 
-def test_llm_usage_and_cost_are_exact(call: TracedCall) -> None:
-    generations = generations_of(call, GENERATION_NAMES["llm"])
-    reported = [llm_usage_details(u) for u in call.witness.usage(LLMUsageMetricsData)]
-    assert [json_attribute(g, "langfuse.observation.usage_details") for g in generations] == reported
-    assert [u[USAGE_OUTPUT] for u in reported] == [count_tokens(r) for r in QUICK_SCRIPT.replies]
-    assert [json_attribute(g, "langfuse.observation.output") for g in generations] == list(QUICK_SCRIPT.replies)
-    first = generations[0]
-    assert json_attribute(first, "langfuse.observation.usage_details") == {"input": 39, "output": 15, "total": 54}
+def test_llm_generations_are_exactly_the_tokens_context_and_reply(call: TracedCall) -> None:
+    llm = call.services.llm.name
+    generations = generations_of(call, LLM)
+    reported = [llm_usage_details(u) for u in call.witness.usage(LLMUsageMetricsData)]  # type: ignore[arg-type]
+    ttfb = call.witness.reported(TTFBMetricsData, llm)
+    processing = call.witness.reported(ProcessingMetricsData, llm)
+    assert [u["output"] for u in reported] == [count_tokens(r) for r in QUICK_SCRIPT.replies]
+    assert reported[0] == {"input": 39, "output": 15, "total": 54}
+    for i, generation in enumerate(generations):
+        attributes = observation_attributes(generation.attributes)
+        pop_trace_attributes(attributes)
+        assert attributes.pop(OBSERVATION_TYPE) == "generation"
+        assert attributes.pop(MODEL) == SIMULATED_LLM_MODEL
+        messages = attributes.pop(INPUT)
+        assert messages[0] == {"role": "system", "content": SYSTEM_PROMPT}
+        assert [m["content"] for m in messages if m["role"] == "user"] == [
+            u.text for u in QUICK_SCRIPT.utterances[: i + 1]
+        ]
+        assert attributes.pop(OUTPUT) == QUICK_SCRIPT.replies[i]
+        usage = attributes.pop(USAGE_DETAILS)
+        assert usage == reported[i]
+        assert attributes.pop(COST_DETAILS) == PRICES.cost(SIMULATED_LLM_MODEL, usage)
+        # The first token came TTFB after the response started.
+        assert attributes.pop(COMPLETION_START_TIME) == iso(generation.start_ns + int(ttfb[i] * 1e9))
+        assert attributes.pop(METADATA) == {"processor": llm, "turn": i + 1, "processing_s": round(processing[i], 4)}
+        assert attributes == {}, generation.name
     # gpt-4.1-mini: $0.40 / $1.60 per million input / output tokens.
-    assert json_attribute(first, "langfuse.observation.cost_details") == {
-        "input": 1.56e-05,
-        "output": 2.4e-05,
-        "total": 3.96e-05,
-    }
-    messages = json_attribute(first, "langfuse.observation.input")
-    assert [m["role"] for m in messages] == ["system", "user"]
-    assert messages[1]["content"] == "Hi, are you there?"
-    for generation in generations:
-        ttft = datetime.fromisoformat(json_attribute(generation, "langfuse.observation.completion_start_time"))
-        assert generation.start_ns < ttft.timestamp() * 1e9 < generation.end_ns
+    assert json_attribute(generations[0], COST_DETAILS) == {"input": 1.56e-05, "output": 2.4e-05, "total": 3.96e-05}
 
 
-def test_tts_usage_is_the_characters_synthesized(call: TracedCall) -> None:
-    generations = generations_of(call, GENERATION_NAMES["tts"])
-    assert [json_attribute(g, "langfuse.observation.usage_details") for g in generations] == [
-        {USAGE_INPUT_CHARACTERS: 53},  # "Yes." + "I can hear you clearly, how can I help you today?"
-        {USAGE_INPUT_CHARACTERS: 11},
-        {USAGE_INPUT_CHARACTERS: 8},
-    ]
-    assert [json_attribute(g, "langfuse.observation.input") for g in generations] == list(QUICK_SCRIPT.replies)
-    assert all(json_attribute(g, "langfuse.observation.metadata.ttfb_s") > 0 for g in generations)
+def test_tts_generations_are_exactly_the_characters_synthesized(call: TracedCall) -> None:
+    tts = call.services.tts.name
+    generations = generations_of(call, TTS)
+    ttfb = call.witness.reported(TTFBMetricsData, tts)
+    processing = call.witness.reported(ProcessingMetricsData, tts)
+    # "Yes." + "I can hear you clearly, how can I help you today?", "It is noon.", "Goodbye!"
+    expected_usage = [{"input_characters": 53}, {"input_characters": 11}, {"input_characters": 8}]
+    assert len(ttfb) == len(generations)
+    for i, generation in enumerate(generations):
+        attributes = observation_attributes(generation.attributes)
+        pop_trace_attributes(attributes)
+        assert attributes.pop(OBSERVATION_TYPE) == "generation"
+        assert attributes.pop(MODEL) == SIMULATED_TTS_MODEL
+        assert attributes.pop(INPUT) == QUICK_SCRIPT.replies[i]
+        usage = attributes.pop(USAGE_DETAILS)
+        assert usage == expected_usage[i]
+        assert attributes.pop(COST_DETAILS) == PRICES.cost(SIMULATED_TTS_MODEL, usage)
+        metadata = attributes.pop(METADATA)
+        # A reply of several sentences reports its processing time per sentence; the last one is kept.
+        assert metadata.pop("processing_s") in {round(p, 4) for p in processing}
+        assert metadata == {"processor": tts, "turn": i + 1, "ttfb_s": round(ttfb[i], 4)}
+        assert attributes == {}, generation.name
 
 
 def test_model_usage_counts_each_usage_report_exactly_once(call: TracedCall) -> None:
     counted = [s for s in call.spans if counts_in_model_usage(s)]
     # Only our generations are generation-like; Pipecat's llm/stt/tts spans are plain spans.
-    assert Counter(s.name for s in counted) == Counter(dict.fromkeys(GENERATION_NAMES.values(), 3))
+    assert Counter(s.name for s in counted) == Counter(dict.fromkeys((STT, LLM, TTS), 3))
     assert {s.scope for s in counted} == {"langfuse-sdk"}
-    demoted = [s for s in call.spans if s.scope == "pipecat" and s.attributes.get("gen_ai.operation.name") == "chat"]
+    demoted = [s for s in call.spans if s.scope == "pipecat" and s.attributes.get(GEN_AI_OPERATION) == "chat"]
     assert len(demoted) == 3
     assert {observation_type(s) for s in demoted} == {"SPAN"}
 
     totals: Counter[str] = Counter()
     for span in counted:
-        totals.update(json_attribute(span, "langfuse.observation.usage_details"))
+        totals.update(json_attribute(span, USAGE_DETAILS))
     expected: Counter[str] = Counter()
     for usage in call.witness.usage(LLMUsageMetricsData):
-        expected.update(llm_usage_details(usage))
-    expected[USAGE_INPUT_CHARACTERS] = sum(call.witness.usage(TTSUsageMetricsData))
-    expected[USAGE_INPUT_AUDIO_MS] = sum(round(u.audio_seconds * 1000) for u in call.witness.usage(STTUsageMetricsData))
+        expected.update(llm_usage_details(usage))  # type: ignore[arg-type]
+    expected["input_characters"] = sum(call.witness.usage(TTSUsageMetricsData))  # type: ignore[arg-type]
+    expected["input_audio_ms"] = sum(
+        round(u.audio_seconds * 1000)  # type: ignore[attr-defined]
+        for u in call.witness.usage(STTUsageMetricsData)
+    )
     assert totals == expected
     by_model = {m.model: m for m in call.summary.models}
-    assert by_model[SIMULATED_TTS_MODEL].usage == {USAGE_INPUT_CHARACTERS: 72}
-    assert by_model[SIMULATED_STT_MODEL].usage == {USAGE_INPUT_AUDIO_MS: 7780}
+    assert by_model[SIMULATED_TTS_MODEL].usage == {"input_characters": 72}
+    assert by_model[SIMULATED_STT_MODEL].usage == {"input_audio_ms": 7780}
 
 
 # -- Usage after an interruption --------------------------------------------------------------
@@ -289,10 +381,12 @@ def test_usage_reported_after_an_interruption_lands_on_its_own_turn(server: Loca
     assert first_usage > second_turn_starts, "the LLM should report its usage after the barge-in"
 
     turn_1, turn_2 = turns_of(call)
-    llm_1, llm_2 = generations_of(call, GENERATION_NAMES["llm"])
+    llm_1, llm_2 = generations_of(call, LLM)
     assert llm_1.parent_span_id == turn_1.span_id
     assert llm_2.parent_span_id == turn_2.span_id
-    cut_short = json_attribute(llm_1, "langfuse.observation.usage_details")
-    assert cut_short == llm_usage_details(call.witness.usage(LLMUsageMetricsData)[0])
-    assert 0 < cut_short[USAGE_OUTPUT] < count_tokens(LONG_REPLY)
-    assert json_attribute(turn_1, "langfuse.observation.metadata.interrupted") is True
+    cut_short = json_attribute(llm_1, USAGE_DETAILS)
+    assert cut_short == llm_usage_details(call.witness.usage(LLMUsageMetricsData)[0])  # type: ignore[arg-type]
+    assert 0 < cut_short["output"] < count_tokens(LONG_REPLY)
+    assert json_attribute(turn_1, f"{METADATA_PREFIX}interrupted") is True
+    assert turn_1.end_ns <= turn_2.start_ns
+    assert turn_1.start_ns <= llm_1.start_ns <= turn_1.end_ns < llm_1.end_ns  # the cut LLM outlasts its turn

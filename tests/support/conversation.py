@@ -13,7 +13,14 @@ from pipecat.frames.frames import (
     TTSStoppedFrame,
     UserStartedSpeakingFrame,
 )
-from pipecat.metrics.metrics import LLMUsageMetricsData, STTUsageMetricsData, TTSUsageMetricsData
+from pipecat.metrics.metrics import (
+    LLMUsageMetricsData,
+    MetricsData,
+    ProcessingMetricsData,
+    STTUsageMetricsData,
+    TTFBMetricsData,
+    TTSUsageMetricsData,
+)
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 
 from app.bot import run_offline_call
@@ -21,9 +28,17 @@ from app.offline import OfflineServices
 from pipecat_langfuse import ConversationSummary, VoiceTracer
 from tests.support.langfuse_server import LocalLangfuse, ReceivedRequest, ReceivedSpan
 
+REPORTED_METRICS = (
+    LLMUsageMetricsData,
+    STTUsageMetricsData,
+    TTSUsageMetricsData,
+    TTFBMetricsData,
+    ProcessingMetricsData,
+)
+
 
 class Witness(BaseObserver):
-    """Records every usage report and the frames around it, in the order Pipecat pushed them."""
+    """Records every usage and timing report and the frames around it, in the order Pipecat pushed them."""
 
     def __init__(self) -> None:
         super().__init__(observe_every_push=False)
@@ -33,7 +48,7 @@ class Witness(BaseObserver):
         frame = data.frame
         if isinstance(frame, MetricsFrame):
             for item in frame.data:
-                if isinstance(item, (LLMUsageMetricsData, STTUsageMetricsData, TTSUsageMetricsData)):
+                if isinstance(item, REPORTED_METRICS):
                     self.events.append((type(item).__name__, item))
         elif isinstance(frame, UserStartedSpeakingFrame) and frame.broadcast_sibling_id is not None:
             if data.direction.name == "DOWNSTREAM":
@@ -45,12 +60,21 @@ class Witness(BaseObserver):
         """The values of every report of ``metric``, in order."""
         return [item.value for name, item in self.events if name == metric.__name__]  # type: ignore[attr-defined]
 
+    def reported(self, metric: type[MetricsData], processor: str) -> list[float]:
+        """The values of every report of ``metric`` by ``processor`` (e.g. TTFB), in order."""
+        return [
+            item.value
+            for name, item in self.events
+            if name == metric.__name__ and isinstance(item, metric) and item.processor == processor
+        ]
+
 
 @dataclass
 class TracedCall:
     """One finished conversation: what the tracer saw and what Langfuse received."""
 
     tracer: VoiceTracer
+    services: OfflineServices
     summary: ConversationSummary
     witness: Witness
     spans: list[ReceivedSpan]
@@ -64,6 +88,7 @@ def run_traced_call(server: LocalLangfuse, tracer: VoiceTracer, services: Offlin
     summary = asyncio.run(run_offline_call(services, tracer, observers=[witness]))
     return TracedCall(
         tracer=tracer,
+        services=services,
         summary=summary,
         witness=witness,
         spans=server.spans[spans_before:],

@@ -12,6 +12,7 @@ import gzip
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -131,6 +132,11 @@ class LocalLangfuse:
         with self._lock:
             self.requests.append(request)
             self.spans.extend(spans)
+
+
+StartLocalLangfuse = Callable[..., LocalLangfuse]
+"""What the ``local_langfuse`` fixtures of tests/conftest.py give: ``start(**kwargs)`` starts a
+``LocalLangfuse(**kwargs)``, which the fixture stops at its teardown."""
 
 
 def decode_export(body: bytes) -> list[ReceivedSpan]:

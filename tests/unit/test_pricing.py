@@ -8,19 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipecat_langfuse.pricing import (
-    USAGE_INPUT,
-    USAGE_INPUT_AUDIO_MS,
-    USAGE_INPUT_CACHE_CREATION_TOKENS,
-    USAGE_INPUT_CACHED_TOKENS,
-    USAGE_INPUT_CHARACTERS,
-    USAGE_OUTPUT,
-    USAGE_OUTPUT_REASONING_TOKENS,
-    USAGE_TOTAL,
-    ModelPrice,
-    PriceTable,
-    PricingError,
-)
+from pipecat_langfuse.pricing import ModelPrice, PriceTable, PricingError
 
 VALID_ENTRY = """
 [[model]]
@@ -50,83 +38,83 @@ def write(tmp_path: Path, text: str, name: str = "prices.toml") -> Path:
 def test_llm_cost_prices_each_key_and_never_reasoning_or_total(table: PriceTable) -> None:
     # gpt-4.1-mini: input 0.40, cached 0.10, output 1.60 USD per 1M tokens.
     usage = {
-        USAGE_INPUT: 1000,
-        USAGE_INPUT_CACHED_TOKENS: 2000,
-        USAGE_OUTPUT: 300,
-        USAGE_OUTPUT_REASONING_TOKENS: 100,
-        USAGE_TOTAL: 3300,
+        "input": 1000,
+        "input_cached_tokens": 2000,
+        "output": 300,
+        "output_reasoning_tokens": 100,
+        "total": 3300,
     }
     assert table.cost("gpt-4.1-mini", usage) == {
-        USAGE_INPUT: 0.0004,  # 1000 * 0.40 / 1e6
-        USAGE_INPUT_CACHED_TOKENS: 0.0002,  # 2000 * 0.10 / 1e6
-        USAGE_OUTPUT: 0.00048,  # 300 * 1.60 / 1e6
-        USAGE_TOTAL: 0.00108,
+        "input": 0.0004,  # 1000 * 0.40 / 1e6
+        "input_cached_tokens": 0.0002,  # 2000 * 0.10 / 1e6
+        "output": 0.00048,  # 300 * 1.60 / 1e6
+        "total": 0.00108,
     }
 
 
 def test_llm_cost_gpt_4o_and_nano(table: PriceTable) -> None:
     # gpt-4o: input 2.50, cached 1.25, output 10.00 per 1M tokens.
-    assert table.cost("gpt-4o", {USAGE_INPUT: 12_345, USAGE_INPUT_CACHED_TOKENS: 1024, USAGE_OUTPUT: 77}) == {
-        USAGE_INPUT: 0.0308625,  # 12345 * 2.5 / 1e6
-        USAGE_INPUT_CACHED_TOKENS: 0.00128,  # 1024 * 1.25 / 1e6
-        USAGE_OUTPUT: 0.00077,  # 77 * 10 / 1e6
-        USAGE_TOTAL: 0.0329125,
+    assert table.cost("gpt-4o", {"input": 12_345, "input_cached_tokens": 1024, "output": 77}) == {
+        "input": 0.0308625,  # 12345 * 2.5 / 1e6
+        "input_cached_tokens": 0.00128,  # 1024 * 1.25 / 1e6
+        "output": 0.00077,  # 77 * 10 / 1e6
+        "total": 0.0329125,
     }
     # gpt-4.1-nano: input 0.10, cached 0.025, output 0.40 per 1M tokens.
-    assert table.cost("gpt-4.1-nano", {USAGE_INPUT_CACHED_TOKENS: 3, USAGE_OUTPUT: 1}) == {
-        USAGE_INPUT_CACHED_TOKENS: 7.5e-08,  # 3 * 0.025 / 1e6
-        USAGE_OUTPUT: 4e-07,
-        USAGE_TOTAL: 4.75e-07,
+    assert table.cost("gpt-4.1-nano", {"input_cached_tokens": 3, "output": 1}) == {
+        "input_cached_tokens": 7.5e-08,  # 3 * 0.025 / 1e6
+        "output": 4e-07,
+        "total": 4.75e-07,
     }
 
 
 def test_stt_cost_per_millisecond_of_audio(table: PriceTable) -> None:
     # nova-3: 0.0048 USD per minute; gpt-4o-mini-transcribe: 0.003; whisper-1: 0.006.
-    assert table.cost("nova-3", {USAGE_INPUT_AUDIO_MS: 1500}) == {USAGE_INPUT_AUDIO_MS: 0.00012, USAGE_TOTAL: 0.00012}
-    assert table.cost("gpt-4o-mini-transcribe", {USAGE_INPUT_AUDIO_MS: 60_000}) == {
-        USAGE_INPUT_AUDIO_MS: 0.003,
-        USAGE_TOTAL: 0.003,
+    assert table.cost("nova-3", {"input_audio_ms": 1500}) == {"input_audio_ms": 0.00012, "total": 0.00012}
+    assert table.cost("gpt-4o-mini-transcribe", {"input_audio_ms": 60_000}) == {
+        "input_audio_ms": 0.003,
+        "total": 0.003,
     }
-    assert table.cost("whisper-1", {USAGE_INPUT_AUDIO_MS: 90_000}) == {USAGE_INPUT_AUDIO_MS: 0.009, USAGE_TOTAL: 0.009}
+    assert table.cost("whisper-1", {"input_audio_ms": 90_000}) == {"input_audio_ms": 0.009, "total": 0.009}
 
 
 def test_tts_cost_per_character(table: PriceTable) -> None:
     # sonic-3: 39.20 USD per 1M characters; eleven_flash: 0.05 per 1k; tts-1: 15 per 1M.
-    assert table.cost("sonic-3", {USAGE_INPUT_CHARACTERS: 1000}) == {
-        USAGE_INPUT_CHARACTERS: 0.0392,
-        USAGE_TOTAL: 0.0392,
+    assert table.cost("sonic-3", {"input_characters": 1000}) == {
+        "input_characters": 0.0392,
+        "total": 0.0392,
     }
-    assert table.cost("eleven_flash_v2_5", {USAGE_INPUT_CHARACTERS: 2000}) == {
-        USAGE_INPUT_CHARACTERS: 0.1,
-        USAGE_TOTAL: 0.1,
+    assert table.cost("eleven_flash_v2_5", {"input_characters": 2000}) == {
+        "input_characters": 0.1,
+        "total": 0.1,
     }
-    assert table.cost("tts-1", {USAGE_INPUT_CHARACTERS: 123}) == {
-        USAGE_INPUT_CHARACTERS: 0.001845,
-        USAGE_TOTAL: 0.001845,
+    assert table.cost("tts-1", {"input_characters": 123}) == {
+        "input_characters": 0.001845,
+        "total": 0.001845,
     }
 
 
 def test_unpriced_keys_are_omitted_and_empty_usage_costs_zero(table: PriceTable) -> None:
     # OpenAI lists no cache-write price, and an LLM has no character price.
-    usage = {USAGE_INPUT_CACHE_CREATION_TOKENS: 500, USAGE_INPUT_CHARACTERS: 10, USAGE_OUTPUT: 0}
-    assert table.cost("gpt-4.1", usage) == {USAGE_OUTPUT: 0.0, USAGE_TOTAL: 0.0}
-    assert table.cost("gpt-4.1", {}) == {USAGE_TOTAL: 0.0}
+    usage = {"input_cache_creation_tokens": 500, "input_characters": 10, "output": 0}
+    assert table.cost("gpt-4.1", usage) == {"output": 0.0, "total": 0.0}
+    assert table.cost("gpt-4.1", {}) == {"total": 0.0}
 
 
 def test_cost_is_never_negative_and_usage_must_be_int(table: PriceTable) -> None:
-    assert table.cost("gpt-4.1", {USAGE_INPUT: -10, USAGE_OUTPUT: 1}) == {
-        USAGE_INPUT: 0.0,
-        USAGE_OUTPUT: 8e-06,
-        USAGE_TOTAL: 8e-06,
+    assert table.cost("gpt-4.1", {"input": -10, "output": 1}) == {
+        "input": 0.0,
+        "output": 8e-06,
+        "total": 8e-06,
     }
     with pytest.raises(TypeError, match="input"):
-        table.cost("gpt-4.1", {USAGE_INPUT: 1.5})  # type: ignore[dict-item]
+        table.cost("gpt-4.1", {"input": 1.5})  # type: ignore[dict-item]
 
 
 def test_unknown_model_has_no_price(table: PriceTable) -> None:
     assert table.find("my-own-llm") is None
-    assert table.cost("my-own-llm", {USAGE_INPUT: 1}) is None
-    assert table.cost("simulated/unknown", {USAGE_INPUT: 1}) is None
+    assert table.cost("my-own-llm", {"input": 1}) is None
+    assert table.cost("simulated/unknown", {"input": 1}) is None
     assert table.find("") is None
 
 
@@ -255,7 +243,7 @@ def test_default_table_is_complete_and_well_formed(table: PriceTable) -> None:
         "gpt-4.1-nano",
     ):
         assert required in names
-    unit_keys = {"llm": {USAGE_INPUT, USAGE_OUTPUT}, "stt": {USAGE_INPUT_AUDIO_MS}, "tts": {USAGE_INPUT_CHARACTERS}}
+    unit_keys = {"llm": {"input", "output"}, "stt": {"input_audio_ms"}, "tts": {"input_characters"}}
     for entry in table.entries:
         assert isinstance(entry, ModelPrice)
         assert entry.source.startswith("https://"), entry.name
@@ -270,12 +258,12 @@ def test_default_table_is_complete_and_well_formed(table: PriceTable) -> None:
 
 def test_unit_prices_are_converted_from_the_file_units(table: PriceTable) -> None:
     assert dict(table.find("gpt-4.1-mini").unit_prices) == {  # type: ignore[union-attr]
-        USAGE_INPUT: 4e-07,
-        USAGE_INPUT_CACHED_TOKENS: 1e-07,
-        USAGE_OUTPUT: 1.6e-06,
+        "input": 4e-07,
+        "input_cached_tokens": 1e-07,
+        "output": 1.6e-06,
     }
-    assert dict(table.find("nova-3").unit_prices) == {USAGE_INPUT_AUDIO_MS: 8e-08}  # type: ignore[union-attr]
-    assert dict(table.find("eleven_v3").unit_prices) == {USAGE_INPUT_CHARACTERS: 1e-04}  # type: ignore[union-attr]
+    assert dict(table.find("nova-3").unit_prices) == {"input_audio_ms": 8e-08}  # type: ignore[union-attr]
+    assert dict(table.find("eleven_v3").unit_prices) == {"input_characters": 1e-04}  # type: ignore[union-attr]
 
 
 # --- user file --------------------------------------------------------------------------------
@@ -307,19 +295,19 @@ date = "2026-01-31"
     assert nova is not None
     assert nova.note == "Growth plan"
     assert nova.date == "2026-10-01"
-    assert table.cost("nova-3", {USAGE_INPUT_AUDIO_MS: 60_000}) == {USAGE_INPUT_AUDIO_MS: 0.0042, USAGE_TOTAL: 0.0042}
+    assert table.cost("nova-3", {"input_audio_ms": 60_000}) == {"input_audio_ms": 0.0042, "total": 0.0042}
     assert [e.name for e in table.entries].count("nova-3") == 1
     # without `match`, the name itself matches (any case)
-    assert table.cost("My-LLM", {USAGE_INPUT: 1000, USAGE_INPUT_CACHE_CREATION_TOKENS: 1000, USAGE_OUTPUT: 1000}) == {
-        USAGE_INPUT: 0.001,
-        USAGE_INPUT_CACHE_CREATION_TOKENS: 0.00125,
-        USAGE_OUTPUT: 0.002,
-        USAGE_TOTAL: 0.00425,
+    assert table.cost("My-LLM", {"input": 1000, "input_cache_creation_tokens": 1000, "output": 1000}) == {
+        "input": 0.001,
+        "input_cache_creation_tokens": 0.00125,
+        "output": 0.002,
+        "total": 0.00425,
     }
     assert table.find("my-llm-2") is None
     # defaults are still there
     assert table.find("gpt-4.1-mini") is not None
-    assert PriceTable.load().find("nova-3").unit_prices[USAGE_INPUT_AUDIO_MS] == 8e-08  # type: ignore[union-attr]
+    assert PriceTable.load().find("nova-3").unit_prices["input_audio_ms"] == 8e-08  # type: ignore[union-attr]
 
 
 def test_user_patterns_are_matched_before_defaults(tmp_path: Path) -> None:
@@ -338,10 +326,10 @@ date = "2026-01-31"
     table = PriceTable.load(path)
     assert table.entries[0].name == "all-gpt-4.1"
     assert table.find("simulated/gpt-4.1-mini").name == "all-gpt-4.1"  # type: ignore[union-attr]
-    assert table.cost("gpt-4.1-mini", {USAGE_INPUT: 1000, USAGE_OUTPUT: 1000}) == {
-        USAGE_INPUT: 0.0,
-        USAGE_OUTPUT: 0.0,
-        USAGE_TOTAL: 0.0,
+    assert table.cost("gpt-4.1-mini", {"input": 1000, "output": 1000}) == {
+        "input": 0.0,
+        "output": 0.0,
+        "total": 0.0,
     }
     assert table.find("gpt-4o").name == "gpt-4o"  # type: ignore[union-attr]
 
