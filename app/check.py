@@ -13,6 +13,12 @@ Exit codes:
     3: Wrong keys: Langfuse answered 401/403 (wrong pair, or keys from another region/host).
     4: Host unreachable, timed out, or not a Langfuse server.
     5: The keys work, but the test trace could not be delivered to the OTLP endpoint.
+
+``uv run test_langfuse --replay`` re-sends the spool instead (the batches the bot could not send,
+see ``LANGFUSE_SPOOL_DIR``), deletes what Langfuse accepted, and prints how many files and spans
+were sent, kept and failed. Exit codes: 0 all sent (or nothing to send), 2 configuration, 3 wrong
+keys (files kept), 4 unreachable, timed out, HTTP 5xx or 429 (files kept), 5 Langfuse refused some
+files for good (HTTP 4xx; kept, see ``--verbose``), 1 unexpected error.
 """
 
 from __future__ import annotations
@@ -54,14 +60,16 @@ from pipecat_langfuse.settings import (  # noqa: E402
     LANGFUSE_HOST,
     LANGFUSE_PUBLIC_KEY,
     LANGFUSE_SECRET_KEY,
+    LANGFUSE_SPOOL_DIR,
     LANGFUSE_TIMEOUT,
     SettingsError,
     TracingSettings,
 )
+from pipecat_langfuse.spool import Outcome, replay_spool, spooled_for_other_hosts  # noqa: E402
 
 logger.enable("pipecat")
 
-__all__ = ["CheckResult", "ExitCode", "check", "main"]
+__all__ = ["CheckResult", "ExitCode", "check", "main", "replay"]
 
 TEST_TRACE_NAME = "test_langfuse"
 _MARGIN_S = 1.5  # on top of LANGFUSE_TIMEOUT, for the thread hand-off and the SDK's own work
@@ -172,7 +180,8 @@ def _check(env: Mapping[str, str]) -> CheckResult:
     host = f"{settings.base_url} ({f'from {host_var}' if host_var else f'default; set {LANGFUSE_BASE_URL} to change'})"
     timeout_s = settings.timeout_s
     # The very client the bot builds: the tracer's, with tracing forced on for the check.
-    client = VoiceTracer(dataclasses.replace(settings, enabled=True), prices=PriceTable(())).client
+    # The spool is off: a test trace that did not get through must fail the check, not wait in the spool.
+    client = VoiceTracer(dataclasses.replace(settings, enabled=True, spool_dir=None), prices=PriceTable(())).client
     if client is None:  # unreachable: tracing is on
         raise RuntimeError("the tracer built no Langfuse client")
 
@@ -382,7 +391,9 @@ class _ExportWatch:
 
 class _NoteHandler(logging.Handler):
     def __init__(self, watch: _ExportWatch) -> None:
-        super().__init__(logging.WARNING)
+        # Every level: the tracer's exporter explains failures itself and demotes the OTLP exporter's
+        # own records (all of them warnings or errors) to DEBUG.
+        super().__init__(logging.NOTSET)
         self._watch = watch
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -490,6 +501,85 @@ def _configure_logging(verbose: bool, secret: str) -> None:
         quiet.propagate = False
 
 
+def replay(env: Mapping[str, str] | None = None) -> CheckResult:
+    """Re-send the spool of the configured Langfuse host; never raises.
+
+    Args:
+        env: Variables to read (default: ``os.environ``).
+
+    Returns:
+        The verdict: how many files and spans were sent, kept and failed, with an exit code
+        (see the module docstring).
+    """
+    env = os.environ if env is None else env
+    secret = (env.get(LANGFUSE_SECRET_KEY) or "").strip()
+    try:
+        result = _replay(env)
+    except Exception as exc:  # noqa: BLE001 - a check tool reports every failure as a verdict
+        result = CheckResult(
+            ExitCode.UNEXPECTED,
+            f"UNEXPECTED ERROR: {type(exc).__name__}: {exc}",
+            ("This is a bug in test_langfuse; run it with --verbose for the traceback.",),
+            error=exc,
+        )
+    return _redact_result(result, secret)
+
+
+def _replay(env: Mapping[str, str]) -> CheckResult:
+    try:
+        settings = TracingSettings.from_env({**env, ENABLE_TRACING: "true"})
+    except SettingsError as exc:
+        return CheckResult(ExitCode.CONFIG, f"INVALID CONFIGURATION: {exc}", error=exc)
+    if settings.spool_dir is None:
+        return CheckResult(
+            ExitCode.OK, f"NOTHING TO REPLAY: spooling is off ({LANGFUSE_SPOOL_DIR}={env.get(LANGFUSE_SPOOL_DIR)})."
+        )
+    report = replay_spool(settings)
+    assert report is not None  # spooling is on
+    others = spooled_for_other_hosts(settings)
+    details = [
+        f"spool:   {report.directory}",
+        f"sent:    {report.sent_spans} spans in {report.sent_files} files (deleted), in {report.seconds:.1f} s",
+        f"kept:    {report.kept_files} files (not sent; tried again next time)",
+        f"failed:  {report.failed_files} files (Langfuse refused them; kept)",
+    ]
+    if others:
+        listed = ", ".join(f"{name} ({count} files)" for name, count in sorted(others.items()))
+        details.append(f"Other hosts' spools, sent only with {LANGFUSE_BASE_URL} set to that host: {listed}.")
+    host = settings.base_url
+    outcome = report.outcome
+    if outcome is None and not report.failed_files:
+        verdict = (
+            f"REPLAY OK: Langfuse at {host} accepted all {report.sent_files} spooled files ({report.sent_spans} spans)."
+            if report.sent_files
+            else f"NOTHING TO REPLAY: the spool of {host} is empty."
+        )
+        return CheckResult(ExitCode.OK, verdict, tuple(details), base_url=host)
+    if outcome is Outcome.AUTH:
+        code = ExitCode.WRONG_KEYS
+        why = f"Langfuse rejected the keys (HTTP {report.status}); run `uv run test_langfuse` to see which fix applies."
+    elif outcome is not None:
+        code = ExitCode.UNREACHABLE
+        why = {
+            Outcome.REFUSED: "cannot reach Langfuse (connection refused or no route)",
+            Outcome.TIMEOUT: f"no answer within {settings.timeout_s} s ({LANGFUSE_TIMEOUT})",
+            Outcome.SERVER_ERROR: f"Langfuse answered HTTP {report.status} (a server error)",
+            Outcome.RATE_LIMITED: "Langfuse answered HTTP 429 (too many requests)",
+        }.get(outcome, f"{outcome.value}")
+        why += "; the files are kept, try again later."
+    else:
+        code = ExitCode.TRACE_NOT_DELIVERED
+        why = (
+            f"Langfuse refused {report.failed_files} files for good (HTTP {report.status}); they are kept. "
+            "Check the host with `uv run test_langfuse`."
+        )
+    verdict = (
+        f"REPLAY INCOMPLETE: sent {report.sent_spans} spans ({report.sent_files} files) to {host}; "
+        f"{report.kept_files + report.failed_files} files not sent: {why}"
+    )
+    return CheckResult(code, verdict, tuple(details), base_url=host)
+
+
 def _parser() -> argparse.ArgumentParser:
     codes = "\n".join(
         f"  {code.value}  {text}"
@@ -509,7 +599,10 @@ def _parser() -> argparse.ArgumentParser:
             f"Reads {LANGFUSE_PUBLIC_KEY}, {LANGFUSE_SECRET_KEY}, {LANGFUSE_BASE_URL} (or {LANGFUSE_HOST})\n"
             f"and {LANGFUSE_TIMEOUT} from the environment and ./.env (the environment wins)."
         ),
-        epilog=f"exit codes:\n{codes}",
+        epilog=(
+            f"exit codes:\n{codes}\n\nwith --replay: 0 every spooled file sent (or none to send), 3 wrong keys,\n"
+            "4 unreachable, timed out, HTTP 5xx or 429, 5 Langfuse refused some files; files not sent are kept"
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
@@ -522,14 +615,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _parser()
     parser.add_argument("-v", "--verbose", action="store_true", help="also show SDK logs and tracebacks")
+    parser.add_argument(
+        "--replay",
+        action="store_true",
+        help="re-send the spooled traces (LANGFUSE_SPOOL_DIR) instead, and delete what Langfuse accepted",
+    )
     args = parser.parse_args(argv)
 
     dotenv = Path.cwd() / ".env"
     loaded = dotenv.is_file() and load_dotenv(dotenv, override=False)
     secret = (os.environ.get(LANGFUSE_SECRET_KEY) or "").strip()
     _configure_logging(args.verbose, secret)
+    if not args.verbose:
+        logger.disable("pipecat_langfuse")  # the verdict explains failures; the exporter's warnings would repeat it
 
-    result = check(os.environ)
+    result = replay(os.environ) if args.replay else check(os.environ)
     for line in result.lines():
         print(line)
     if args.verbose:

@@ -55,12 +55,15 @@ Public API (``__all__``):
 * :class:`TurnSummary`: one turn of the summary: user and bot text, voice-to-voice latency,
   whether it was interrupted.
 * :class:`ModelUsage`: usage, number of calls and cost of one model over the conversation.
+* :class:`SpanCounts`: how many of the conversation's spans were sent, spooled, dropped or pending.
 * ``__version__``: the version of this package.
+
+The spool of spans that failed to reach Langfuse is re-sent with :mod:`pipecat_langfuse.spool`.
 """
 
 from pipecat_langfuse.pricing import PriceTable, PricingError
 from pipecat_langfuse.settings import SettingsError, TracingSettings
-from pipecat_langfuse.summary import ConversationSummary, ModelUsage, TurnSummary
+from pipecat_langfuse.summary import ConversationSummary, ModelUsage, SpanCounts, TurnSummary
 from pipecat_langfuse.tracer import VoiceTracer
 from pipecat_langfuse.version import __version__
 
@@ -70,6 +73,7 @@ __all__ = [
     "PriceTable",
     "PricingError",
     "SettingsError",
+    "SpanCounts",
     "TracingSettings",
     "TurnSummary",
     "VoiceTracer",

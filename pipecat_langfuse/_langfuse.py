@@ -22,22 +22,40 @@ module, checked against langfuse 5.0.4.
 
 from __future__ import annotations
 
+import base64
+import inspect
+import os
+import threading
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from langfuse import Langfuse, LangfuseGeneration, LangfuseOtelSpanAttributes, LangfuseSpan
-from langfuse.span_filter import is_default_export_span
+from langfuse._version import __version__ as langfuse_version
+from langfuse.span_filter import is_default_export_span, is_langfuse_span
+from loguru import logger
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
+from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from pipecat_langfuse._failures import FailureLog
+from pipecat_langfuse._spool import (
+    LedgerProcessor,
+    RecordingSession,
+    ReplayReport,
+    Spool,
+    SpoolingSpanExporter,
+    destination_folder,
+    replay,
+)
 from pipecat_langfuse.settings import TracingSettings
+from pipecat_langfuse.summary import SpanCounts
 
 PIPECAT_SCOPES = frozenset({"pipecat", "pipecat.turn"})
 """OpenTelemetry instrumentation scopes of Pipecat's built-in tracing."""
@@ -48,10 +66,41 @@ def is_pipecat_scope(scope: str | None) -> bool:
     return scope is not None and (scope in PIPECAT_SCOPES or scope.startswith("pipecat."))
 
 
-def should_export_span(span: ReadableSpan) -> bool:
-    """Export what Langfuse exports by default, plus all of Pipecat's spans (conversation, turn)."""
-    scope = span.instrumentation_scope.name if span.instrumentation_scope else None
-    return is_pipecat_scope(scope) or is_default_export_span(span)
+_open_conversations: dict[str, set[int]] = {}
+"""Public key -> trace ids of the conversations its tracers are running (see :func:`conversation_open`)."""
+_open_conversations_lock = threading.Lock()
+
+
+def export_filter(public_key: str | None) -> Callable[[ReadableSpan], bool]:
+    """The ``should_export_span`` of the client for ``public_key``.
+
+    It exports what Langfuse exports by default, plus Pipecat's spans (``conversation``, ``turn``…)
+    of the conversations this project's tracers are running. Pipecat's spans go through the
+    first Langfuse client of the process (its provider is the global one), so without the trace
+    check a process serving several Langfuse projects would send one project's calls to another.
+    """
+    key = public_key or ""
+
+    def should_export_span(span: ReadableSpan) -> bool:
+        scope = span.instrumentation_scope.name if span.instrumentation_scope else None
+        if is_pipecat_scope(scope):
+            return span.context is not None and span.context.trace_id in _open_conversations.get(key, ())
+        return is_default_export_span(span)
+
+    return should_export_span
+
+
+@contextmanager
+def conversation_open(client: Langfuse, trace_id: str) -> Iterator[None]:
+    """Let ``client``'s exporter take Pipecat's spans of ``trace_id`` while the block runs."""
+    key, number = public_key_of(client) or "", int(trace_id, 16)
+    with _open_conversations_lock:
+        _open_conversations.setdefault(key, set()).add(number)
+    try:
+        yield
+    finally:
+        with _open_conversations_lock:
+            _open_conversations[key].discard(number)
 
 
 class PipecatSpanDemotion(SpanProcessor):
@@ -85,8 +134,15 @@ def build_client(
     Args:
         settings: Keys, host and trace attributes.
         tracer_provider: A provider to use instead of choosing one as described above.
-        span_exporter: An exporter to use instead of the SDK's OTLP/HTTP one (tests, spooling).
+        span_exporter: An exporter to use instead of the SDK's OTLP/HTTP one (tests). By default it
+            is the SDK's OTLP/HTTP exporter wrapped in a :class:`SpoolingSpanExporter` (spool per
+            ``settings.spool_dir``), which also counts each trace's spans for the summary.
     """
+    if span_exporter is None:
+        try:
+            span_exporter = spooling_exporter(settings)
+        except Exception as exc:  # noqa: BLE001 - without the spool, the SDK's own exporter still sends
+            logger.warning(f"Could not set up the tracing spool ({exc!r}); failed exports will be lost.")
     provider = tracer_provider
     if provider is None and isinstance(otel_trace.get_tracer_provider(), TracerProvider):
         resource = {
@@ -104,11 +160,193 @@ def build_client(
         timeout=settings.timeout_s,
         environment=settings.environment,
         release=settings.release,
-        should_export_span=should_export_span,
+        should_export_span=export_filter(settings.public_key),
         tracer_provider=provider,
         span_exporter=span_exporter,
     )
+    _install_ledger(client)
     return client
+
+
+LANGFUSE_OTEL_TRACES_EXPORT_PATH = "LANGFUSE_OTEL_TRACES_EXPORT_PATH"
+"""The SDK's variable for another OTLP path than ``api/public/otel/v1/traces`` (langfuse 5)."""
+
+
+def _compression() -> Compression:
+    """The compression the SDK's own exporter uses: gzip unless its variables say ``none``."""
+    try:
+        # Private: the SDK's own resolution (langfuse 5.0.4: argument, LANGFUSE_OTEL_COMPRESSION, OTEL_*).
+        from langfuse._client.span_processor import _resolve_compression
+
+        return _resolve_compression(None)
+    except ImportError:  # an SDK without it always sent gzip
+        return Compression.Gzip
+
+
+def _max_request_size() -> dict[str, Any]:
+    """``max_request_size=`` as the SDK passes it, where the SDK and the exporter know it."""
+    try:
+        from langfuse._client.span_processor import _resolve_max_batch_size_bytes
+    except ImportError:
+        return {}
+    if "max_request_size" not in inspect.signature(OTLPSpanExporter.__init__).parameters:
+        return {}
+    return {"max_request_size": _resolve_max_batch_size_bytes()}
+
+
+def _sdk_headers(settings: TracingSettings) -> dict[str, str]:
+    """The headers the SDK's own OTLP exporter sends (langfuse 5.0.4, ``LangfuseSpanProcessor``)."""
+    credentials = f"{settings.public_key or ''}:{settings.secret_key or ''}".encode()
+    return {
+        "Authorization": "Basic " + base64.b64encode(credentials).decode("ascii"),
+        "x-langfuse-sdk-name": "python",
+        "x-langfuse-sdk-version": langfuse_version,
+        "x-langfuse-public-key": settings.public_key or "",
+        "x-langfuse-ingestion-version": "4",
+    }
+
+
+def _otlp_endpoint(settings: TracingSettings) -> str:
+    path = os.environ.get(LANGFUSE_OTEL_TRACES_EXPORT_PATH)
+    return f"{settings.base_url}/{path}" if path else f"{settings.base_url}/api/public/otel/v1/traces"
+
+
+def spool_of(settings: TracingSettings) -> Spool | None:
+    """The spool folder of ``settings``' Langfuse host, or None when spooling is off."""
+    if settings.spool_dir is None:
+        return None
+    return Spool(settings.spool_dir / destination_folder(settings.base_url), int(settings.spool_max_mb * 1_000_000))
+
+
+def spooling_exporter(settings: TracingSettings) -> SpoolingSpanExporter:
+    """The OTLP/HTTP exporter the SDK would build for ``settings``, wrapped to spool and count.
+
+    Same endpoint (``LANGFUSE_OTEL_TRACES_EXPORT_PATH`` included), headers, timeout, compression
+    (gzip unless ``LANGFUSE_OTEL_COMPRESSION`` or the OTEL variables say otherwise) and request
+    size limit as ``LangfuseSpanProcessor`` in langfuse 5.0.4.
+    """
+    session = RecordingSession()
+    inner = OTLPSpanExporter(
+        endpoint=_otlp_endpoint(settings),
+        headers=_sdk_headers(settings),
+        timeout=settings.timeout_s,
+        compression=_compression(),
+        session=session,
+        **_max_request_size(),
+    )
+    return SpoolingSpanExporter(
+        inner, session=session, spool=spool_of(settings), base_url=settings.base_url, timeout_s=settings.timeout_s
+    )
+
+
+def spooling_exporter_of(client: Langfuse) -> SpoolingSpanExporter | None:
+    """The :class:`SpoolingSpanExporter` ``client`` sends with, or None (a client built elsewhere)."""
+    # Private: the SDK keeps the exporter it was given in client._resources.span_exporter (5.0.4).
+    exporter = getattr(getattr(client, "_resources", None), "span_exporter", None)
+    return exporter if isinstance(exporter, SpoolingSpanExporter) else None
+
+
+def divert_to_spool(client: Langfuse) -> bool:
+    """Make ``client``'s exporter spool every later batch without sending (see :meth:`SpoolingSpanExporter.divert`).
+
+    Returns:
+        Whether ``client`` sends through a spooling exporter (False: nothing changed).
+    """
+    exporter = spooling_exporter_of(client)
+    if exporter is None:
+        return False
+    exporter.divert()
+    return True
+
+
+_ledger_lock = threading.Lock()
+
+
+def _install_ledger(client: Langfuse) -> None:
+    """Count each trace's finished spans on ``client``'s provider, once per exporter."""
+    exporter = spooling_exporter_of(client)
+    provider = _tracer_provider_of(client)
+    if exporter is None or provider is None:
+        return
+    public_key = public_key_of(client)
+    should_export_span = export_filter(public_key)
+
+    def will_export(span: ReadableSpan) -> bool:
+        # The decision LangfuseSpanProcessor.on_end makes (langfuse 5.0.4), with build_client's filter.
+        if is_langfuse_span(span):
+            scope = span.instrumentation_scope
+            attributes = scope.attributes if scope is not None and scope.attributes else {}
+            if attributes.get("public_key") != public_key:
+                return False
+        return should_export_span(span)
+
+    with _ledger_lock:
+        if exporter.ledger_installed:
+            return
+        provider.add_span_processor(LedgerProcessor(exporter.ledger, will_export))
+        exporter.ledger_installed = True
+
+
+BACKGROUND_REPLAY_PAUSE_S = 0.01
+"""Pause between two files of the replay at the start of the bot, which runs beside the first call."""
+
+
+def replay_spool(
+    settings: TracingSettings, *, stop: threading.Event | None = None, pause_s: float = 0.0
+) -> ReplayReport | None:
+    """Re-send the spool of ``settings``' host with its keys; None when spooling is off.
+
+    Blocking (one request per file, each bounded by ``settings.timeout_s``): run it in a thread.
+    ``pause_s`` is a sleep between two files (see :func:`replay`).
+    """
+    spool = spool_of(settings)
+    if spool is None:
+        return None
+    return replay(
+        spool,
+        endpoint=_otlp_endpoint(settings),
+        headers=_sdk_headers(settings),
+        gzip_body=_compression() is Compression.Gzip,
+        timeout_s=settings.timeout_s,
+        stop=stop,
+        pause_s=pause_s,
+    )
+
+
+def replay_spool_in_background(settings: TracingSettings) -> threading.Thread | None:
+    """Start :func:`replay_spool` in a daemon thread that logs one line about what it did.
+
+    Returns None (and starts nothing) when tracing or spooling is off or the spool is empty.
+    """
+    spool = spool_of(settings) if settings.enabled else None
+    if spool is None or not spool.files():
+        return None
+
+    def run() -> None:
+        try:
+            report = replay_spool(settings, pause_s=BACKGROUND_REPLAY_PAUSE_S)
+        except Exception as exc:  # noqa: BLE001 - a background replay must never crash the bot
+            logger.warning(
+                f"Re-sending the tracing spool failed: {exc!r}. It is kept; try `uv run test_langfuse --replay`."
+            )
+            return
+        if report is None:
+            return
+        if report.sent_files:
+            logger.info(
+                f"Tracing spool: re-sent {report.sent_spans} spans ({report.sent_files} files) to Langfuse "
+                f"in {report.seconds:.1f} s; {report.kept_files + report.failed_files} files kept."
+            )
+        if report.outcome is not None or report.failed_files:
+            why = f"HTTP {report.status}" if report.status else (report.error or "no answer")
+            logger.warning(
+                f"Tracing spool: {report.kept_files + report.failed_files} files in {report.directory} not re-sent "
+                f"({why}); they are kept. `uv run test_langfuse --replay` tells more."
+            )
+
+    thread = threading.Thread(target=run, name="pipecat-langfuse-replay", daemon=True)
+    thread.start()
+    return thread
 
 
 def demote_pipecat_spans(client: Langfuse) -> None:
@@ -123,6 +361,13 @@ def demote_pipecat_spans(client: Langfuse) -> None:
         return
     provider.add_span_processor(PipecatSpanDemotion())
     _demoted_providers.add(provider)
+
+
+def public_key_of(client: Langfuse) -> str | None:
+    """The public key ``client`` sends with."""
+    # Private: the SDK keeps it in client._resources (5.0.4).
+    key = getattr(getattr(client, "_resources", None), "public_key", None)
+    return key if isinstance(key, str) else None
 
 
 def _tracer_provider_of(client: Langfuse) -> TracerProvider | None:
@@ -228,3 +473,20 @@ class ObservationWriter:
             yield
         except Exception as exc:  # noqa: BLE001 - tracing must not break the call
             self.failures.report(action, exc)
+
+
+def span_counts(client: Langfuse, trace_id: str) -> SpanCounts | None:
+    """Sent, spooled, dropped and pending spans of ``trace_id`` on ``client``'s exporter.
+
+    None when ``client`` does not send through a :class:`SpoolingSpanExporter` (built elsewhere).
+    """
+    exporter = spooling_exporter_of(client)
+    if exporter is None:
+        return None
+    record = exporter.ledger.get(int(trace_id, 16))
+    if record is None:
+        return SpanCounts()
+    handled = record.sent + record.spooled + record.dropped
+    return SpanCounts(
+        sent=record.sent, spooled=record.spooled, dropped=record.dropped, pending=max(record.finished - handled, 0)
+    )

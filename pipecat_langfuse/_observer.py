@@ -8,10 +8,17 @@ started, so usage that arrives after an interruption still lands on the right tu
 The handler runs in the observer's own task, once per frame (``observe_every_push=False``).
 It is a type-table dispatch, to handlers typed by the frame class they take, that never
 awaits and never raises: a failure is logged once and the call goes on.
+
+Input is not trusted. A metric whose value is not a real measurement (NaN, infinite, negative,
+or beyond :data:`MAX_SECONDS` / :data:`MAX_COUNT`) is ignored and logged at DEBUG, one check per
+metric; frames in odd orders open what they need; frames after :meth:`VoiceObserver.finish` are
+ignored, so nothing is started that would never end. ``tests/unit/test_observer_properties.py``
+checks this against random sequences of frames.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -70,6 +77,22 @@ GENERATION_NAMES: dict[ServiceKind, str] = {"stt": "speech-to-text", "llm": "llm
 
 SETTLE_NS = 500_000_000
 """How long a finished unit waits for late metrics (e.g. TTFB after the transcript) before export."""
+
+MAX_SECONDS = 86_400.0
+"""The longest duration (TTFB, processing time, VAD ``stop_secs``) or STT audio report that is kept.
+
+A duration or an ``audio_seconds`` that is not a finite number in 0..1 day is not a measurement:
+it is ignored (logged at DEBUG), so no NaN, infinity or negative time reaches a trace or a sum.
+"""
+
+MAX_COUNT = 2**53 - 1
+"""The largest token or character count that is kept: the largest int the Langfuse SDK sends as a number.
+
+A count that is not an int in 0..``MAX_COUNT`` is ignored (for an LLM usage report, the whole
+report is), and logged at DEBUG: usage is never negative and never guessed. So is a report that
+would take a generation's usage over ``MAX_COUNT`` (the SDK would send it as a string). Valid
+counts are kept exactly, as ints.
+"""
 
 _SERVICE_KINDS: tuple[tuple[type[FrameProcessor], ServiceKind], ...] = (
     (STTService, "stt"),
@@ -197,10 +220,14 @@ class VoiceObserver(BaseObserver):
     # -- Public results ----------------------------------------------------------------
 
     def finish(self) -> None:
-        """Close the open turn and units and export everything still held (idempotent)."""
+        """Close the open turn and units and export everything still held (idempotent).
+
+        Frames pushed after this are ignored: the trace they would belong to has ended.
+        """
         if self._finished:
             return
         self._finished = True
+        self._handlers = {}  # frames after the end open nothing: every type now resolves to no handler
         try:
             for unit in list(self._open.values()):
                 self._close(unit, unit.last_ns)
@@ -267,7 +294,8 @@ class VoiceObserver(BaseObserver):
         if _is_upstream_copy(data):
             return
         # The VAD speaks up stop_secs after the user went quiet; it wins over the turn's own stop.
-        self._current_turn(data.timestamp).user_stopped_ns = data.timestamp - int(frame.stop_secs * 1e9)
+        stop_s = _seconds(frame.stop_secs) or 0.0
+        self._current_turn(data.timestamp).user_stopped_ns = data.timestamp - int(stop_s * 1e9)
 
     def _on_bot_started(self, data: FramePushed, frame: BotStartedSpeakingFrame) -> None:
         if _is_upstream_copy(data) or self._bot_speaking:
@@ -346,22 +374,49 @@ class VoiceObserver(BaseObserver):
     # -- Units ---------------------------------------------------------------------------------
 
     def _apply_metric(self, data: FramePushed, kind: ServiceKind, item: MetricsData) -> None:
+        """Add one metric to its unit; an invalid value (see :data:`MAX_SECONDS`, :data:`MAX_COUNT`) is ignored."""
         if isinstance(item, TTFBMetricsData):
-            if item.value > 0:
+            ttfb_s = _seconds(item.value)
+            if ttfb_s is None:
+                _ignore(item)
+            elif ttfb_s > 0:
                 unit = self._unit(data, kind, item.model, late=True)
                 if unit.ttfb_s is None:
-                    unit.ttfb_s = item.value
+                    unit.ttfb_s = ttfb_s
         elif isinstance(item, ProcessingMetricsData):
-            self._unit(data, kind, item.model, late=True).processing_s = item.value
+            processing_s = _seconds(item.value)
+            if processing_s is None:
+                _ignore(item)
+            else:
+                self._unit(data, kind, item.model, late=True).processing_s = processing_s
         elif isinstance(item, LLMUsageMetricsData):
+            if not _is_valid_token_usage(item.value):
+                _ignore(item)
+                return
             unit = self._unit(data, kind, item.model, late=True)
-            unit.llm_usage = item.value if unit.llm_usage is None else _add_usage(unit.llm_usage, item.value)
+            usage = item.value if unit.llm_usage is None else _add_usage(unit.llm_usage, item.value)
+            if max(llm_usage_details(usage).values()) > MAX_COUNT:
+                _ignore(item)
+            else:
+                unit.llm_usage = usage
         elif isinstance(item, TTSUsageMetricsData):
-            self._unit(data, kind, item.model, late=True).characters += item.value
+            characters = _count(item.value)
+            if characters is None:
+                _ignore(item)
+                return
+            unit = self._unit(data, kind, item.model, late=True)
+            if unit.characters + characters > MAX_COUNT:
+                _ignore(item)
+            else:
+                unit.characters += characters
         elif isinstance(item, STTUsageMetricsData):
-            # STT services report the audio of a transcript just before it, so audio reported
-            # after a transcript belongs to the next one (or to the trailing audio at the end).
-            self._unit(data, kind, item.model).audio_seconds += item.value.audio_seconds
+            audio_s = _seconds(item.value.audio_seconds)
+            if audio_s is None:
+                _ignore(item)
+            else:
+                # STT services report the audio of a transcript just before it, so audio reported
+                # after a transcript belongs to the next one (or to the trailing audio at the end).
+                self._unit(data, kind, item.model).audio_seconds += audio_s
 
     def _unit(self, data: FramePushed, kind: ServiceKind, model: str | None = None, *, late: bool = False) -> _Unit:
         """The unit this activity of ``data.source`` belongs to: the open one, else a new one.
@@ -502,6 +557,32 @@ def _settings_model(processor: FrameProcessor) -> str | None:
     """
     model = processor.settings.model if isinstance(processor, AIService) else None
     return model if isinstance(model, str) and model else None
+
+
+def _seconds(value: object) -> float | None:
+    """``value`` as seconds if it is a real duration: a finite number in 0..:data:`MAX_SECONDS`."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) and 0 <= value <= MAX_SECONDS else None
+
+
+def _count(value: object) -> int | None:
+    """``value`` if it is a real count: an int in 0..:data:`MAX_COUNT`."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT else None
+
+
+def _is_valid_token_usage(usage: object) -> bool:
+    """Whether every token count of an LLM usage report is a real count (optional ones may be None)."""
+    if not isinstance(usage, LLMTokenUsage):
+        return False
+    required = (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
+    optional = (usage.cache_read_input_tokens, usage.cache_creation_input_tokens, usage.reasoning_tokens)
+    return all(_count(v) is not None for v in required) and all(v is None or _count(v) is not None for v in optional)
+
+
+def _ignore(item: MetricsData) -> None:
+    """Log a metric that carries an invalid value (it is left out of the trace and the summary)."""
+    logger.debug(f"Ignoring {type(item).__name__} of {item.processor} with an invalid value: {item!r}")
 
 
 def _is_upstream_copy(data: FramePushed) -> bool:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,6 +197,35 @@ Read by :meth:`TracingSettings.from_env` into :attr:`TracingSettings.pricing_fil
 Default: none (the built-in prices only).
 """
 
+LANGFUSE_SPOOL_DIR = "LANGFUSE_SPOOL_DIR"
+""".. envvar:: LANGFUSE_SPOOL_DIR
+
+Folder where batches of spans that Langfuse did not take (connection refused, timeout, HTTP 5xx,
+429, and 401/403 so that fixing the keys recovers them) are kept as OTLP protobuf files, one
+sub-folder per Langfuse host, until they are re-sent: at the next start of ``uv run bot`` and by
+``uv run test_langfuse --replay``. ``~`` is expanded; the folder is created on the first failed
+export. ``off`` (or ``none``, ``false``, ``0``) disables spooling: failed batches are dropped and
+counted. In a container, point it at a mounted volume, or the spool does not outlive the container.
+
+Read by :meth:`TracingSettings.from_env` into :attr:`TracingSettings.spool_dir`.
+
+Default: the user's cache folder, ``$XDG_CACHE_HOME/pipecat-langfuse/spool`` (``~/.cache/...`` on
+Linux, ``~/Library/Caches/...`` on macOS, ``%LOCALAPPDATA%\\...`` on Windows); see
+:func:`default_spool_dir`.
+"""
+
+LANGFUSE_SPOOL_MAX_MB = "LANGFUSE_SPOOL_MAX_MB"
+""".. envvar:: LANGFUSE_SPOOL_MAX_MB
+
+Bound of the total size of one host's spool folder, in megabytes (a number greater than 0). A new
+batch that does not fit evicts the oldest files (with one warning, and the evicted spans counted as
+dropped); a single batch larger than the bound is dropped.
+
+Read by :meth:`TracingSettings.from_env` into :attr:`TracingSettings.spool_max_mb`.
+
+Default: ``100`` (:data:`DEFAULT_SPOOL_MAX_MB`), about 50,000 spans of a voice call.
+"""
+
 DEFAULT_BASE_URL = "https://cloud.langfuse.com"
 """Langfuse host used when neither :envvar:`LANGFUSE_BASE_URL` nor :envvar:`LANGFUSE_HOST` is set."""
 DEFAULT_TRACE_NAME = "voice-conversation"
@@ -204,6 +234,34 @@ DEFAULT_TIMEOUT_S = 5
 """Request timeout in seconds used when :envvar:`LANGFUSE_TIMEOUT` is not set."""
 DEFAULT_FLUSH_TIMEOUT_S = 10.0
 """Final flush limit in seconds used when :envvar:`LANGFUSE_FLUSH_TIMEOUT` is not set."""
+DEFAULT_SPOOL_MAX_MB = 100.0
+"""Spool bound in megabytes used when :envvar:`LANGFUSE_SPOOL_MAX_MB` is not set."""
+SPOOL_OFF_VALUES = frozenset({"off", "none", "false", "0", "no"})
+"""Values of :envvar:`LANGFUSE_SPOOL_DIR` that disable spooling."""
+
+
+def default_spool_dir() -> Path:
+    r"""The default spool folder: ``pipecat-langfuse/spool`` in the user's cache folder.
+
+    The user's cache folder is per user, outside any source tree, kept across runs and reboots,
+    and meant for data an application can lose: exactly what a spool is. The working directory is
+    not a good default: it changes with how the bot is started (systemd starts in ``/``), and a
+    source tree should not collect trace data.
+
+    Returns:
+        ``$XDG_CACHE_HOME/pipecat-langfuse/spool`` or ``~/.cache/pipecat-langfuse/spool`` (Linux and
+        others), ``~/Library/Caches/pipecat-langfuse/spool`` (macOS),
+        ``%LOCALAPPDATA%\pipecat-langfuse\spool`` (Windows).
+    """
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+        base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "pipecat-langfuse" / "spool"
+
 
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no", ""})
@@ -239,6 +297,8 @@ class TracingSettings:
         pricing_file: TOML file that overrides or extends the default price table.
         timeout_s: Timeout of each request to Langfuse, in seconds.
         flush_timeout_s: Longest wait for the final flush when a conversation ends, in seconds.
+        spool_dir: Folder of the spool of failed exports (one sub-folder per host); None disables spooling.
+        spool_max_mb: Bound of one host's spool folder, in megabytes.
     """
 
     enabled: bool = False
@@ -254,6 +314,8 @@ class TracingSettings:
     pricing_file: Path | None = None
     timeout_s: int = DEFAULT_TIMEOUT_S
     flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S
+    spool_dir: Path | None = field(default_factory=default_spool_dir)
+    spool_max_mb: float = DEFAULT_SPOOL_MAX_MB
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TracingSettings:
@@ -306,6 +368,8 @@ class TracingSettings:
             pricing_file=Path(pricing_file).expanduser() if pricing_file else None,
             timeout_s=int(_positive(LANGFUSE_TIMEOUT, get(LANGFUSE_TIMEOUT), DEFAULT_TIMEOUT_S, integer=True)),
             flush_timeout_s=_positive(LANGFUSE_FLUSH_TIMEOUT, get(LANGFUSE_FLUSH_TIMEOUT), DEFAULT_FLUSH_TIMEOUT_S),
+            spool_dir=parse_spool_dir(get(LANGFUSE_SPOOL_DIR)),
+            spool_max_mb=_positive(LANGFUSE_SPOOL_MAX_MB, get(LANGFUSE_SPOOL_MAX_MB), DEFAULT_SPOOL_MAX_MB),
         )
 
 
@@ -378,6 +442,23 @@ def parse_environment(raw: str | None) -> str | None:
             "lowercase letters, digits, '-' or '_', not starting with 'langfuse' (e.g. production)."
         )
     return raw
+
+
+def parse_spool_dir(raw: str | None) -> Path | None:
+    """Resolve :envvar:`LANGFUSE_SPOOL_DIR`.
+
+    Args:
+        raw: The value, or None when unset or blank.
+
+    Returns:
+        :func:`default_spool_dir` when unset, None when it is ``off`` (or ``none``, ``false``,
+        ``0``, ``no``), else the path with ``~`` expanded.
+    """
+    if raw is None:
+        return default_spool_dir()
+    if raw.strip().lower() in SPOOL_OFF_VALUES:
+        return None
+    return Path(raw.strip()).expanduser()
 
 
 @overload

@@ -89,6 +89,38 @@ class ModelUsage:
 
 
 @dataclass(frozen=True)
+class SpanCounts:
+    """What happened to the conversation's spans on their way to Langfuse.
+
+    Counted per trace by the exporter this package builds (a ``client=`` built elsewhere has none).
+
+    Attributes:
+        sent: Spans Langfuse accepted.
+        spooled: Spans kept in the local spool after a failed export, re-sent at the next start of
+            the bot or by ``uv run test_langfuse --replay`` (``LANGFUSE_SPOOL_DIR``).
+        dropped: Spans lost: spooling is off or failed, the spool's bound evicted them, or Langfuse
+            rejected them for good.
+        pending: Finished spans not yet handed to the exporter when the summary was made (the final
+            flush timed out): they are still queued, and go out later in the background or at exit,
+            or into the spool. Spans the SDK's full queue dropped also stay here.
+    """
+
+    sent: int = 0
+    spooled: int = 0
+    dropped: int = 0
+    pending: int = 0
+
+    def describe(self) -> str:
+        """One line, e.g. ``Langfuse: 18 spans sent, 0 spooled, 0 dropped``."""
+        text = f"Langfuse: {self.sent} spans sent, {self.spooled} spooled, {self.dropped} dropped"
+        if self.pending:
+            text += f", {self.pending} pending (still queued when the final flush timed out)"
+        if self.spooled:
+            text += "; spooled spans are re-sent at the next start, or by `uv run test_langfuse --replay`"
+        return text
+
+
+@dataclass(frozen=True)
 class ConversationSummary:
     """What a conversation did and cost; ``render()`` gives the table printed at the end of a call.
 
@@ -97,12 +129,15 @@ class ConversationSummary:
         trace_id: The Langfuse trace id, or None when tracing is disabled.
         turns: The turns, in order.
         models: Usage and cost per model, in order of first use.
+        spans: What happened to the trace's spans (sent, spooled, dropped, pending), or None when
+            tracing is off or the client was built elsewhere.
     """
 
     conversation_id: str
     trace_id: str | None
     turns: tuple[TurnSummary, ...]
     models: tuple[ModelUsage, ...]
+    spans: SpanCounts | None = None
 
     @property
     def total_cost_usd(self) -> float:
@@ -114,7 +149,8 @@ class ConversationSummary:
 
         Returns:
             A table of the turns, then one of the models with their usage and cost, then the
-            total cost; long texts are clipped with an ellipsis.
+            total cost, then (when traced) what happened to the spans; long texts are clipped
+            with an ellipsis.
         """
         w = _TEXT_WIDTH
         lines = [
@@ -136,6 +172,9 @@ class ConversationSummary:
             cost = f"{m.cost_usd:.6f}" if m.cost_usd is not None else "not priced"
             lines.append(f"{_clip(m.model, 30):<30}  {m.kind:<4}  {m.calls:>5}  {m.describe_usage():<40}  {cost:>12}")
         lines.append(f"{'Total':<30}  {'':<4}  {'':>5}  {'':<40}  {self.total_cost_usd:>12.6f}")
+        if self.spans is not None:
+            lines.append("")
+            lines.append(self.spans.describe())
         return "\n".join(lines)
 
 

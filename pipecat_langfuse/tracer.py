@@ -20,9 +20,11 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import threading
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import ExitStack, asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager, suppress
 from typing import Any
 
 from langfuse import Langfuse, propagate_attributes
@@ -30,7 +32,13 @@ from loguru import logger
 from opentelemetry import context as otel_context
 from pipecat.observers.base_observer import BaseObserver
 
-from pipecat_langfuse._langfuse import ObservationWriter, build_client, demote_pipecat_spans
+from pipecat_langfuse._langfuse import (
+    ObservationWriter,
+    build_client,
+    conversation_open,
+    demote_pipecat_spans,
+    span_counts,
+)
 from pipecat_langfuse._observer import VoiceObserver
 from pipecat_langfuse.pricing import PriceTable
 from pipecat_langfuse.settings import LANGFUSE_FLUSH_TIMEOUT, TracingSettings
@@ -67,6 +75,7 @@ class VoiceTracer:
         self._metadata = dict(metadata or {})
         self._writer: ObservationWriter | None = None
         self._entered = False
+        self._flushed: bool | None = None
         self.trace_id: str | None = None
         if settings.enabled:
             client = client if client is not None else build_client(settings)
@@ -108,6 +117,7 @@ class VoiceTracer:
         root: Any = None
         if self._writer is not None:
             try:
+                stack.enter_context(conversation_open(self._writer.client, self.trace_id or "0"))
                 stack.enter_context(
                     propagate_attributes(
                         session_id=self.conversation_id,
@@ -135,21 +145,42 @@ class VoiceTracer:
             if root is not None:
                 self._close_root(root)
             stack.close()
-            await self.flush()
+            self._flushed = await self.flush()
             if self.observer.failures.count > 1:
                 logger.warning(f"{self.observer.failures.count} tracing errors in conversation {self.conversation_id}.")
 
     def summary(self) -> ConversationSummary:
-        """Turns, usage and cost of the conversation so far."""
-        return self.observer.summary(self.conversation_id, self.trace_id)
+        """Turns, usage and cost of the conversation so far, and what happened to its spans.
+
+        ``spans`` (sent, spooled, dropped, pending) is exact once :meth:`conversation` has exited,
+        since its final flush hands every finished span to the exporter (unless it timed out:
+        then the rest is ``pending``).
+        """
+        summary = self.observer.summary(self.conversation_id, self.trace_id)
+        if self._writer is None or self.trace_id is None:
+            return summary
+        return dataclasses.replace(summary, spans=span_counts(self._writer.client, self.trace_id))
+
+    @property
+    def flushed(self) -> bool | None:
+        """Whether the final flush of :meth:`conversation` finished in time (None before it ran).
+
+        False means some observations may still be on their way, or lost: a process that exits
+        now should not wait for the SDK's own exit handler, which flushes again without a bound.
+        """
+        return self._flushed
 
     async def flush(self) -> bool:
-        """Send buffered observations from a worker thread, waiting at most the flush timeout."""
+        """Send buffered observations from a worker thread, waiting at most the flush timeout.
+
+        The thread is a daemon thread of its own, not the event loop's executor: when Langfuse
+        hangs, neither ``asyncio.run()`` nor the interpreter waits for it at exit.
+        """
         if self._writer is None:
             return True
         timeout = self.settings.flush_timeout_s
         try:
-            await asyncio.wait_for(asyncio.to_thread(self._writer.flush), timeout=timeout)
+            await asyncio.wait_for(_in_daemon_thread(self._writer.flush), timeout=timeout)
         except TimeoutError:
             logger.warning(
                 f"Langfuse at {self.settings.base_url} did not take the traces within {timeout:g} s "
@@ -176,3 +207,29 @@ class VoiceTracer:
             )
         except Exception as exc:  # noqa: BLE001 - tracing must not fail the call
             logger.warning(f"Could not finish the Langfuse trace: {exc!r}")
+
+
+async def _in_daemon_thread(function: Any) -> None:
+    """Run ``function()`` in a new daemon thread and wait for it (cancelling the wait leaves it running)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    def run() -> None:
+        error: BaseException | None = None
+        try:
+            function()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting coroutine
+            error = exc
+        with suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, error)
+
+    threading.Thread(target=run, name="langfuse-flush", daemon=True).start()
+    await done

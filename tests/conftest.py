@@ -29,11 +29,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _isolated_session() -> Iterator[None]:
-    """Isolate module- and session-scoped fixtures too (they set up before function-scoped ones)."""
+def _isolated_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Isolate module- and session-scoped fixtures too (they set up before function-scoped ones).
+
+    The user's cache folder, where the tracing spool lives by default, becomes a folder of this
+    session, for in-process tracers and subprocesses alike; uv keeps its own (warm) cache.
+    """
     with pytest.MonkeyPatch.context() as monkeypatch:
         _isolate(monkeypatch)
+        monkeypatch.setenv("UV_CACHE_DIR", os.environ.get("UV_CACHE_DIR") or str(_user_cache() / "uv"))
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("user-cache")))
         yield
+
+
+def _user_cache() -> Path:
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
 
 
 @pytest.fixture(autouse=True)

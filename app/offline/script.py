@@ -19,6 +19,9 @@ _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 #: What the simulated LLM answers when the script has no reply for a request.
 FALLBACK_REPLY = "Okay."
 
+#: Name of the tool the simulated LLM calls to end the call (see ``CallerScript.bot_ends_call``).
+END_CALL_FUNCTION = "end_call"
+
 
 class StartAnchor(StrEnum):
     """The bot event an utterance's start delay is measured from."""
@@ -72,6 +75,9 @@ class CallerScript:
         chars_per_sec: Speaking rate of the caller and of the bot.
         hangup_delay_secs: How long the caller waits after the bot finished its
             last reply before ending the call.
+        bot_ends_call: Whether the bot's last reply also calls the ``end_call`` tool
+            (:data:`END_CALL_FUNCTION`), whose handler ends the call once the reply
+            is spoken (when the LLM service has that function registered).
     """
 
     utterances: tuple[Utterance, ...]
@@ -79,6 +85,7 @@ class CallerScript:
     greeting: str | None = None
     chars_per_sec: float = 14.0
     hangup_delay_secs: float = 0.5
+    bot_ends_call: bool = False
 
     def __post_init__(self) -> None:
         if not self.utterances:
@@ -100,6 +107,10 @@ class CallerScript:
     def speech_secs(self, utterance: Utterance) -> float:
         """Seconds the caller speaks ``utterance`` for (a whole number of frames)."""
         return self.speech_frames(utterance) * FRAME_SECS
+
+    def ends_call_after(self, user_turns: int) -> bool:
+        """Whether the bot's reply after ``user_turns`` turns calls the ``end_call`` tool."""
+        return self.bot_ends_call and user_turns == len(self.utterances)
 
     def reply_for(self, user_turns: int) -> str:
         """The bot's reply once the caller has completed ``user_turns`` turns.
@@ -180,3 +191,20 @@ QUICK_SCRIPT = CallerScript(
     ),
 )
 """A three-turn call (about 12 s) whose second utterance barges in."""
+
+GOODBYE_SCRIPT = CallerScript(
+    utterances=(
+        Utterance("Hi, are you there?", delay_secs=0.6),
+        Utterance("That's all, bye.", delay_secs=0.4),
+    ),
+    replies=(
+        "Yes, I'm here.",
+        "Goodbye!",
+    ),
+    hangup_delay_secs=10.0,
+    bot_ends_call=True,
+)
+"""A two-turn call (about 6 s) that the bot ends with the ``end_call`` tool after saying goodbye.
+
+The caller would hang up 10 s after the goodbye: the bot's tool ends the call first.
+"""

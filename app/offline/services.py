@@ -12,7 +12,10 @@ from typing import Any
 import numpy as np
 from loguru import logger
 from pipecat.frames.frames import (
+    EndWorkerFrame,
     Frame,
+    FunctionCallFromLLM,
+    FunctionCallResultProperties,
     LLMContextFrame,
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
@@ -23,7 +26,7 @@ from pipecat.frames.frames import (
 from pipecat.metrics.metrics import LLMTokenUsage
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection
-from pipecat.services.llm_service import LLMService
+from pipecat.services.llm_service import FunctionCallParams, LLMService
 from pipecat.services.settings import LLMSettings, STTSettings, TTSSettings
 from pipecat.services.stt_service import SegmentedSTTService
 from pipecat.services.tts_service import TTSService
@@ -34,7 +37,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.utils.time import time_now_iso8601
 from pipecat.utils.tracing.service_decorators import traced_llm, traced_stt, traced_tts
 
-from app.offline.script import DEFAULT_SCRIPT, CallerScript, count_tokens, message_text
+from app.offline.script import DEFAULT_SCRIPT, END_CALL_FUNCTION, CallerScript, count_tokens, message_text
 
 #: Model reported by the offline STT: Deepgram STT's default model, simulated.
 SIMULATED_STT_MODEL = "simulated/nova-3-general"
@@ -266,6 +269,7 @@ class OfflineLLMService(LLMService):
         reply = self._script.reply_for(user_turns)
         prompt_tokens = self.prompt_tokens(context)
         streamed = ""
+        logger.debug(f"{self}: replying [{reply}]")
 
         await self.start_ttfb_metrics()
         try:
@@ -276,6 +280,15 @@ class OfflineLLMService(LLMService):
                     await asyncio.sleep(_uniform(self._rng, self._token_delay_secs))
                 await self._push_llm_text(piece)
                 streamed += piece
+            if self._script.ends_call_after(user_turns) and self.has_function(END_CALL_FUNCTION):
+                # Like a real model, the goodbye and the tool call come in one response.
+                call = FunctionCallFromLLM(
+                    function_name=END_CALL_FUNCTION,
+                    tool_call_id=f"call_{END_CALL_FUNCTION}_{user_turns}",
+                    arguments={},
+                    context=context,
+                )
+                await self.run_function_calls([call])
         finally:
             # Report even if the response is interrupted or cancelled mid-stream.
             completion_tokens = count_tokens(streamed)
@@ -369,3 +382,19 @@ class OfflineTTSService(TTSService):
             envelope[:ramp] *= fade
             envelope[-ramp:] *= fade[::-1]
         return (tone * envelope * self._amplitude).astype(np.int16).tobytes()
+
+
+async def end_call(params: FunctionCallParams) -> None:
+    """``end_call`` tool handler: end the call once the goodbye said with the call is spoken.
+
+    The goodbye came in the same response as the tool call, so it is already on its way to
+    the TTS. The result does not run the LLM again, and the ``EndWorkerFrame`` (Pipecat 1.14's
+    name for ``EndTaskFrame``, its deprecated alias) pushed upstream makes the worker queue an
+    ``EndFrame``, which reaches the output transport after the goodbye's audio: the goodbye is
+    spoken, then the call ends. Register it with ``llm.register_function(END_CALL_FUNCTION, end_call)``.
+
+    Args:
+        params: The function call, from the LLM service.
+    """
+    await params.result_callback({"status": "call ended"}, properties=FunctionCallResultProperties(run_llm=False))
+    await params.llm.push_frame(EndWorkerFrame(reason=END_CALL_FUNCTION), FrameDirection.UPSTREAM)

@@ -19,6 +19,7 @@ from pipecat.frames.frames import (
     EndWorkerFrame,
     Frame,
     InputAudioRawFrame,
+    InterruptionFrame,
     OutputAudioRawFrame,
     StartFrame,
     VADUserStartedSpeakingFrame,
@@ -307,23 +308,46 @@ class OfflineOutputTransport(BaseOutputTransport):
     Writing a chunk takes as long as the chunk lasts, so the base class reports
     ``BotStartedSpeakingFrame``/``BotStoppedSpeakingFrame`` when a real speaker
     would start and stop, and interruptions cut the audio as they would live.
+
+    It also works around a race in Pipecat 1.14's ``BaseOutputTransport``: on an
+    interruption the media sender drains its audio queue and reports that the bot
+    stopped speaking, but keeps its audio task running. If that task has already
+    taken the next chunk off the queue and not handled it yet (a window of a couple
+    of event-loop iterations, which load widens), it handles the chunk after the
+    interruption: it reports the bot started speaking again and plays the chunk.
+    Its reply's ``TTSStoppedFrame`` was drained, so only the 3 s fallback ends that
+    "speech", and a reply whose audio starts within those 3 s gets no
+    ``BotStartedSpeakingFrame``. Such a stale chunk (interruptible audio handled
+    while the bot is not speaking, before any audio arrived after the interruption)
+    is dropped, as the interruption meant; ``stale_chunks`` counts them.
     """
 
-    def __init__(self, params: TransportParams, **kwargs: Any) -> None:
+    def __init__(self, params: TransportParams, *, drop_stale_audio: bool = True, **kwargs: Any) -> None:
         """Initialize the output transport.
 
         Args:
             params: Transport parameters; audio output must be enabled.
+            drop_stale_audio: Drop audio taken off the queue before an interruption and
+                handled after it (see above); False only counts it (for measurements).
             **kwargs: Passed to ``BaseOutputTransport``.
         """
         super().__init__(params, **kwargs)
         self._play_until = 0.0
         self._played_secs = 0.0
+        self.drop_stale_audio = drop_stale_audio
+        self._stale_chunks = 0
+        self._audio_since_interruption = True
+        self._stale_frame_ids: set[int] = set()
 
     @property
     def played_secs(self) -> float:
         """Seconds of audio played so far."""
         return self._played_secs
+
+    @property
+    def stale_chunks(self) -> int:
+        """Audio chunks the media sender handled after the interruption that should have dropped them."""
+        return self._stale_chunks
 
     async def start(self, frame: StartFrame) -> None:
         """Start the transport and its media senders.
@@ -333,6 +357,41 @@ class OfflineOutputTransport(BaseOutputTransport):
         """
         await super().start(frame)
         await self.set_transport_ready(frame)
+        for sender in self._media_senders.values():
+            self._guard_media_sender(sender)
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """Note interruptions and the audio arriving after them, then process the frame.
+
+        Args:
+            frame: The frame to process.
+            direction: The direction of frame flow.
+        """
+        if isinstance(frame, InterruptionFrame):
+            self._audio_since_interruption = False
+        elif isinstance(frame, OutputAudioRawFrame) and direction == FrameDirection.DOWNSTREAM:
+            self._audio_since_interruption = True
+        await super().process_frame(frame, direction)
+
+    def _guard_media_sender(self, sender: BaseOutputTransport.MediaSender) -> None:
+        """Make ``sender`` skip stale chunks (see the class docstring): no speaking event, no playback."""
+        handle_frame = sender._handle_frame  # Pipecat 1.14: the audio task's per-frame handler
+
+        async def guarded(frame: Frame) -> None:
+            if (
+                isinstance(frame, OutputAudioRawFrame)
+                and frame.interruptible
+                and not self._audio_since_interruption
+                and not sender._bot_speaking
+            ):
+                self._stale_chunks += 1
+                logger.debug(f"{self}: audio chunk handled after an interruption, dropped={self.drop_stale_audio}")
+                if self.drop_stale_audio:
+                    self._stale_frame_ids.add(frame.id)
+                    return
+            await handle_frame(frame)
+
+        setattr(sender, "_handle_frame", guarded)  # noqa: B010 - an instance attribute shadows the method
 
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
         """Play a chunk of audio: wait for as long as it lasts.
@@ -341,8 +400,11 @@ class OfflineOutputTransport(BaseOutputTransport):
             frame: The audio chunk.
 
         Returns:
-            True, the chunk was played.
+            True, the chunk was played; False for a stale chunk, which is not.
         """
+        if frame.id in self._stale_frame_ids:
+            self._stale_frame_ids.discard(frame.id)
+            return False
         bytes_per_sec = 2 * max(1, frame.num_channels) * frame.sample_rate
         duration = len(frame.audio) / bytes_per_sec if bytes_per_sec else 0.0
         loop = asyncio.get_running_loop()

@@ -8,8 +8,9 @@ JSON line describing what the application's own side saw:
   backend" (an in-memory exporter standing in for Datadog or Honeycomb) before the tracer.
 * ``their-client``: the app built its own ``Langfuse`` client for its ``@observe`` code and passes
   it to ``VoiceTracer(client=...)``; an ``@observe`` function runs during the call.
+* ``two-projects``: one process serves calls for two Langfuse projects (say, two tenants).
 
-Usage: ``python -m tests.integration.otel_apps CASE BASE_URL PUBLIC_KEY SECRET_KEY``.
+Usage: ``python -m tests.integration.otel_apps CASE BASE_URL PUBLIC_KEY SECRET_KEY [the same for a second project]``.
 """
 
 from __future__ import annotations
@@ -93,8 +94,17 @@ def their_client(base_url: str, public_key: str, secret_key: str) -> dict[str, A
     }
 
 
-CASES = {"their-provider": their_provider, "their-client": their_client}
+def two_projects(base_url: str, public_key: str, secret_key: str, *other: str) -> dict[str, Any]:
+    """One process serving two Langfuse projects: a call for the first, then one for the second."""
+    first = VoiceTracer(settings(base_url, public_key, secret_key))
+    asyncio.run(run_offline_call(create_offline_services(ONE_TURN), first))
+    second = VoiceTracer(settings(*other))
+    asyncio.run(run_offline_call(create_offline_services(ONE_TURN), second))
+    return {"first_trace_id": first.trace_id, "second_trace_id": second.trace_id}
+
+
+CASES = {"their-provider": their_provider, "their-client": their_client, "two-projects": two_projects}
 
 if __name__ == "__main__":
-    case, url, pk, sk = sys.argv[1:5]
-    print(json.dumps(CASES[case](url, pk, sk)), flush=True)
+    case, *arguments = sys.argv[1:]
+    print(json.dumps(CASES[case](*arguments)), flush=True)

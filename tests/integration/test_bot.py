@@ -127,7 +127,13 @@ def test_a_hanging_langfuse_does_not_hold_the_call(local_langfuse: StartLocalLan
     result = run_bot(tmp_path, env, "--quick")
     assert result.returncode == 0, result.stderr
     assert total_line(result.stdout) == ["Total", "0.003534"]
-    assert "did not take the traces within 2 s (LANGFUSE_FLUSH_TIMEOUT)" in result.stderr
+    # The stuck batch times out and goes to the spool; later batches follow it without waiting.
+    warnings = [line for line in result.stderr.splitlines() if "| WARNING  |" in line]
+    assert len(warnings) == 1, warnings
+    assert (
+        "did not answer within 5 s (LANGFUSE_TIMEOUT). The call goes on; its spans are kept in the spool" in warnings[0]
+    )
+    assert "Langfuse: 0 spans sent, 26 spooled, 0 dropped;" in result.stdout
     progress = [line.split(" - ", 1)[1] for line in result.stderr.splitlines() if " ended: voice-to-voice " in line]
     assert [p.split(":")[0] for p in progress] == ["Turn 1 ended", "Turn 2 ended", "Turn 3 ended"]
     assert [p.endswith(", interrupted.") for p in progress] == [True, False, False]

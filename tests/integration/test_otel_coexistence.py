@@ -31,12 +31,13 @@ def server(local_langfuse: StartLocalLangfuse) -> LocalLangfuse:
     return local_langfuse(public_key="pk-lf-coexistence")
 
 
-def run_app(case: str, server: LocalLangfuse) -> dict[str, Any]:
+def run_app(case: str, *servers: LocalLangfuse) -> dict[str, Any]:
+    arguments = [value for s in servers for value in (s.url, s.public_key, s.secret_key)]
     result = run_command(
-        (sys.executable, "-m", "tests.integration.otel_apps", case, server.url, server.public_key, server.secret_key),
+        (sys.executable, "-m", "tests.integration.otel_apps", case, *arguments),
         cwd=PROJECT_ROOT,
         env={"PYTHONPATH": str(PROJECT_ROOT)},
-        secrets=[server.secret_key],
+        secrets=[s.secret_key for s in servers],
     )
     assert result.returncode == 0, result.stderr
     report: dict[str, Any] = json.loads(result.stdout.splitlines()[-1])
@@ -85,3 +86,22 @@ def test_an_app_client_is_used_as_is_and_its_observe_spans_join_the_call(server:
     pipecat = [s for s in spans if s.scope.startswith("pipecat")]
     assert sorted(s.name for s in pipecat) == ["llm", "stt", "tts"]  # the SDK's default filter: gen_ai.* only
     assert {observation_type(s) for s in pipecat} == {"SPAN"}
+
+
+def test_a_process_serving_two_projects_keeps_each_call_in_its_own_project(
+    local_langfuse: StartLocalLangfuse,
+) -> None:
+    first = local_langfuse(public_key="pk-lf-tenant-a", secret_key="sk-lf-tenant-a-secret")
+    second = local_langfuse(public_key="pk-lf-tenant-b", secret_key="sk-lf-tenant-b-secret")
+    report = run_app("two-projects", first, second)
+
+    # Pipecat's spans go through the process's first Langfuse client: only its own project's
+    # conversations are exported by it, so the second tenant's call never reaches the first project.
+    assert {s.trace_id for s in first.spans} == {report["first_trace_id"]}
+    assert Counter(s.name for s in first.spans if s.scope == "langfuse-sdk") == OUR_OBSERVATIONS
+    assert Counter((s.scope, s.name) for s in first.spans if s.scope != "langfuse-sdk") == PIPECAT_SPANS
+    # The second project gets every one of its own observations, and nothing else.
+    assert {s.trace_id for s in second.spans} == {report["second_trace_id"]}
+    assert Counter((s.scope, s.name) for s in second.spans) == {
+        ("langfuse-sdk", n): c for n, c in OUR_OBSERVATIONS.items()
+    }

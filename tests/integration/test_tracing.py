@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import itertools
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -68,10 +69,18 @@ from tests.support.langfuse_rules import (
     CONVERSATION_ID as CONVERSATION_ID_KEY,
 )
 from tests.support.langfuse_server import OTLP_PATH, LocalLangfuse, ReceivedSpan, StartLocalLangfuse
+from tests.support.otel_global import fresh_global_tracer_provider
 
 CONVERSATION_ID = "conv-quick-1"
 PRICES = PriceTable.load()
 STT, LLM, TTS = "speech-to-text", "llm-completion", "text-to-speech"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _first_langfuse_client_of_the_process() -> Iterator[None]:
+    # Pipecat's spans reach the client whose provider is the global one: make it this module's.
+    with fresh_global_tracer_provider():
+        yield
 
 
 @pytest.fixture(scope="module")

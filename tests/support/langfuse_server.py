@@ -64,6 +64,11 @@ class LocalLangfuse:
         status_override: When set, every request gets this status (e.g. 503).
         otlp_status: When set, authenticated OTLP export requests get this status and their
             spans are not kept (the rest of the API still works).
+        retry_after: When set, the ``Retry-After`` header of every non-2xx answer (e.g. ``"30"``
+            with ``otlp_status=429``).
+
+    :meth:`go_down` closes the socket (connections are refused) and :meth:`come_back` listens
+    again on the same port, so a client configured with :attr:`url` sees an outage and a recovery.
     """
 
     public_key: str = "pk-lf-test"
@@ -72,10 +77,13 @@ class LocalLangfuse:
     hang_s: float = 0.0
     status_override: int | None = None
     otlp_status: int | None = None
+    retry_after: str | None = None
     spans: list[ReceivedSpan] = field(default_factory=list)
     requests: list[ReceivedRequest] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
+    _down: bool = False
+    _port: int = 0
 
     @property
     def url(self) -> str:
@@ -84,18 +92,30 @@ class LocalLangfuse:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 
-    def start(self) -> LocalLangfuse:
-        """Start serving on an ephemeral port of 127.0.0.1."""
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+    def start(self, port: int = 0) -> LocalLangfuse:
+        """Start serving on ``port`` of 127.0.0.1 (an ephemeral one by default)."""
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
         self._server.daemon_threads = True
+        self._down = False
         threading.Thread(target=self._server.serve_forever, name="local-langfuse", daemon=True).start()
         return self
 
     def stop(self) -> None:
         """Stop serving and close the socket."""
-        if self._server is not None:
+        if self._server is not None and not self._down:
             self._server.shutdown()
             self._server.server_close()
+        self._down = True
+
+    def go_down(self) -> None:
+        """Close the socket: from now on connections to :attr:`url` are refused."""
+        self._port = self._server.server_address[1] if self._server is not None else 0
+        self.stop()
+
+    def come_back(self) -> None:
+        """Listen again on the port of :attr:`url` after :meth:`go_down`."""
+        assert self._down, "the server is not down"
+        self.start(self._port)
 
     def spans_of_trace(self, trace_id: str) -> list[ReceivedSpan]:
         """Spans received so far for ``trace_id``, in arrival order."""
@@ -228,6 +248,8 @@ def _make_handler(server: LocalLangfuse) -> type[BaseHTTPRequestHandler]:
         def _send(self, status: int, data: bytes, content_type: str) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
+            if server.retry_after is not None and not 200 <= status < 300:
+                self.send_header("Retry-After", server.retry_after)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

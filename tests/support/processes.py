@@ -46,7 +46,10 @@ def assert_no_secret(*outputs: str, secrets: Iterable[str]) -> None:
     assert checked, "no secret to look for: give the command a secret key"
     for secret in checked:
         for output in outputs:
-            assert secret not in output, f"secret key printed:\n{output}"
+            at = output.find(secret)
+            # Show where, never the secret itself (a failing test's message ends up in CI logs).
+            around = output[max(0, at - 200) : at + len(secret) + 200].replace(secret, "<SECRET>")
+            assert at < 0, f"secret key printed at offset {at}:\n…{around}…"
 
 
 def _secret_of(env: Mapping[str, str]) -> list[str]:
