@@ -140,10 +140,14 @@ def check(env: Mapping[str, str] | None = None) -> CheckResult:
     Returns:
         The verdict, with an exit code per failure class (see :class:`ExitCode`).
     """
-    env = os.environ if env is None else env
+    return _verdict(_check, os.environ if env is None else env)
+
+
+def _verdict(run: Callable[[Mapping[str, str]], CheckResult], env: Mapping[str, str]) -> CheckResult:
+    """``run(env)`` as a verdict with the secret key redacted; an exception is a verdict too."""
     secret = (env.get(LANGFUSE_SECRET_KEY) or "").strip()
     try:
-        result = _check(env)
+        result = run(env)
     except Exception as exc:  # noqa: BLE001 - a check tool reports every failure as a verdict
         result = CheckResult(
             ExitCode.UNEXPECTED,
@@ -511,18 +515,7 @@ def replay(env: Mapping[str, str] | None = None) -> CheckResult:
         The verdict: how many files and spans were sent, kept and failed, with an exit code
         (see the module docstring).
     """
-    env = os.environ if env is None else env
-    secret = (env.get(LANGFUSE_SECRET_KEY) or "").strip()
-    try:
-        result = _replay(env)
-    except Exception as exc:  # noqa: BLE001 - a check tool reports every failure as a verdict
-        result = CheckResult(
-            ExitCode.UNEXPECTED,
-            f"UNEXPECTED ERROR: {type(exc).__name__}: {exc}",
-            ("This is a bug in test_langfuse; run it with --verbose for the traceback.",),
-            error=exc,
-        )
-    return _redact_result(result, secret)
+    return _verdict(_replay, os.environ if env is None else env)
 
 
 def _replay(env: Mapping[str, str]) -> CheckResult:
