@@ -241,22 +241,8 @@ def spooling_exporter(settings: TracingSettings) -> SpoolingSpanExporter:
 
 def spooling_exporter_of(client: Langfuse) -> SpoolingSpanExporter | None:
     """The :class:`SpoolingSpanExporter` ``client`` sends with, or None (a client built elsewhere)."""
-    # Private: the SDK keeps the exporter it was given in client._resources.span_exporter (5.0.4).
-    exporter = getattr(getattr(client, "_resources", None), "span_exporter", None)
+    exporter = _sdk_resource(client, "span_exporter")
     return exporter if isinstance(exporter, SpoolingSpanExporter) else None
-
-
-def divert_to_spool(client: Langfuse) -> bool:
-    """Make ``client``'s exporter spool every later batch without sending (see :meth:`SpoolingSpanExporter.divert`).
-
-    Returns:
-        Whether ``client`` sends through a spooling exporter (False: nothing changed).
-    """
-    exporter = spooling_exporter_of(client)
-    if exporter is None:
-        return False
-    exporter.divert()
-    return True
 
 
 _ledger_lock = threading.Lock()
@@ -365,16 +351,19 @@ def demote_pipecat_spans(client: Langfuse) -> None:
 
 def public_key_of(client: Langfuse) -> str | None:
     """The public key ``client`` sends with."""
-    # Private: the SDK keeps it in client._resources (5.0.4).
-    key = getattr(getattr(client, "_resources", None), "public_key", None)
+    key = _sdk_resource(client, "public_key")
     return key if isinstance(key, str) else None
 
 
 def _tracer_provider_of(client: Langfuse) -> TracerProvider | None:
-    # Private: the SDK keeps the provider its span processor is on in client._resources (5.0.4).
-    resources = getattr(client, "_resources", None)
-    provider = getattr(resources, "tracer_provider", None)
+    provider = _sdk_resource(client, "tracer_provider")
     return provider if isinstance(provider, TracerProvider) else None
+
+
+def _sdk_resource(client: Langfuse, name: str) -> object:
+    # Private: the SDK keeps a client's public key, tracer provider and span exporter on the
+    # per-key resources in client._resources (langfuse 5.0.4). None when that changes.
+    return getattr(getattr(client, "_resources", None), name, None)
 
 
 def _otel_span_of(observation: LangfuseSpan | LangfuseGeneration) -> otel_trace.Span:

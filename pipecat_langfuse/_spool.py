@@ -23,7 +23,6 @@ total size is bounded: a new file that does not fit evicts the oldest ones.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import email.utils
 import enum
 import gzip
@@ -742,11 +741,3 @@ def other_hosts(spool_root: Path, folder: str) -> dict[str, int]:
         if count:
             found[path.name] = count
     return found
-
-
-def as_dict(report: ReplayReport) -> dict[str, Any]:
-    """``report`` as plain values (for logs)."""
-    values = dataclasses.asdict(report)
-    values["directory"] = str(report.directory)
-    values["outcome"] = report.outcome.value if report.outcome else None
-    return values
