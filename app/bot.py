@@ -38,7 +38,7 @@ from pipecat.services.tts_service import TTSService
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 from pipecat.workers.runner import WorkerRunner
 
-from app.config import SYSTEM_PROMPT, BotSettings
+from app.config import BotSettings
 from pipecat_langfuse import ConversationSummary, PriceTable, PricingError, SettingsError, TracingSettings, VoiceTracer
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ async def run_conversation(
     The call is cancelled (and its trace still ended and flushed) when the transport reports
     ``on_client_disconnected``, and when ``stop`` sees SIGINT or SIGTERM.
     """
-    context = LLMContext(messages=[{"role": "system", "content": SYSTEM_PROMPT}])
+    context = LLMContext()  # the system prompt is the LLM's system_instruction (see app.live, app.offline)
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(context, user_params=user_params)
     pipeline = Pipeline([transport.input(), stt, user_aggregator, llm, tts, transport.output(), assistant_aggregator])
     worker = PipelineWorker(

@@ -14,6 +14,8 @@ Exit codes:
     4: Host unreachable, timed out, or not a Langfuse server.
     5: The keys work, but the test trace could not be delivered to the OTLP endpoint.
 
+``uv run test_langfuse --prices`` lists the price table instead (see :mod:`app.prices`).
+
 ``uv run test_langfuse --replay`` re-sends the spool instead (the batches the bot could not send,
 see ``LANGFUSE_SPOOL_DIR``), deletes what Langfuse accepted, and prints how many files and spans
 were sent, kept and failed. Exit codes: 0 all sent (or nothing to send), 2 configuration, 3 wrong
@@ -613,10 +615,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="re-send the spooled traces (LANGFUSE_SPOOL_DIR) instead, and delete what Langfuse accepted",
     )
+    parser.add_argument(
+        "--prices",
+        action="store_true",
+        help="list the price table (built-in + PRICING_FILE) with each price's source and date; marks stale ones",
+    )
     args = parser.parse_args(argv)
 
     dotenv = Path.cwd() / ".env"
     loaded = dotenv.is_file() and load_dotenv(dotenv, override=False)
+    if args.prices:
+        from app.prices import price_listing
+
+        code, lines = price_listing(os.environ)
+        print("\n".join(lines))
+        return code
     secret = (os.environ.get(LANGFUSE_SECRET_KEY) or "").strip()
     _configure_logging(args.verbose, secret)
     if not args.verbose:

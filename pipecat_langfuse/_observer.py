@@ -5,6 +5,14 @@ text, TTFB, integer usage and cost. Records are kept for the end-of-call summary
 a writer is given, sent to Langfuse as generations under the turn in which the work
 started, so usage that arrives after an interruption still lands on the right turn.
 
+STT is one unit per service and turn: the turn's final transcripts merged, and the audio
+streamed during the turn. Pipecat reports STT audio as deltas at billing events (e.g. each
+final transcript); a delta is split over the turns in which its audio was streamed, in
+proportion to the input audio the observer saw flow in each, so audio streamed while the bot
+speaks stays in that turn and the call's total is exactly what was reported. An LLM stream
+that ends without a usage report (cut by a barge-in) is estimated (:mod:`._estimate`) and
+flagged ``usage_estimated``. Each generation's metadata says where its price came from.
+
 The handler runs in the observer's own task, once per frame (``observe_every_push=False``).
 It is a type-table dispatch, to handlers typed by the frame class they take, that never
 awaits and never raises: a failure is logged once and the call goes on.
@@ -23,15 +31,17 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from loguru import logger
 from pipecat.frames.frames import (
+    AudioRawFrame,
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
     CancelFrame,
     EndFrame,
     Frame,
+    InputAudioRawFrame,
     InterruptionFrame,
     LLMContextFrame,
     LLMFullResponseEndFrame,
@@ -41,6 +51,7 @@ from pipecat.frames.frames import (
     StartFrame,
     TextFrame,
     TranscriptionFrame,
+    TTSAudioRawFrame,
     TTSStartedFrame,
     TTSStoppedFrame,
     TTSTextFrame,
@@ -61,19 +72,25 @@ from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.ai_service import AIService
 from pipecat.services.llm_service import LLMService
-from pipecat.services.stt_service import STTService
+from pipecat.services.stt_service import SegmentedSTTService, STTService
 from pipecat.services.tts_service import TTSService
 
 from pipecat_langfuse import pricing
+from pipecat_langfuse._estimate import counter_for
 from pipecat_langfuse._failures import FailureLog
 from pipecat_langfuse._langfuse import ObservationWriter
-from pipecat_langfuse.pricing import PriceTable
+from pipecat_langfuse.pricing import ModelPrice, PriceTable
 from pipecat_langfuse.summary import ConversationSummary, ModelUsage, TurnSummary
 
 ServiceKind = Literal["stt", "llm", "tts"]
 
 GENERATION_NAMES: dict[ServiceKind, str] = {"stt": "speech-to-text", "llm": "llm-completion", "tts": "text-to-speech"}
 """Names of the generations, distinct from Pipecat's own ``stt``/``llm``/``tts`` spans."""
+
+USAGE_ESTIMATED = "usage_estimated"
+"""Metadata flag of a generation whose usage was counted by the tracer, not reported by the provider."""
+USAGE_ESTIMATE_METHOD = "usage_estimate_method"
+"""Metadata: how estimated usage was counted (e.g. ``o200k_base``)."""
 
 SETTLE_NS = 500_000_000
 """How long a finished unit waits for late metrics (e.g. TTFB after the transcript) before export."""
@@ -93,6 +110,8 @@ report is), and logged at DEBUG: usage is never negative and never guessed. So i
 would take a generation's usage over ``MAX_COUNT`` (the SDK would send it as a string). Valid
 counts are kept exactly, as ints.
 """
+
+_KIND_ORDER: tuple[ServiceKind, ...] = ("stt", "llm", "tts")
 
 _SERVICE_KINDS: tuple[tuple[type[FrameProcessor], ServiceKind], ...] = (
     (STTService, "stt"),
@@ -119,8 +138,11 @@ class _Turn:
     bot_text: list[str] = field(default_factory=list)
     bot_spoke: bool = False
     interrupted: bool = False
+    user_started_ns: int | None = None
     user_stopped_ns: int | None = None
     latency_s: float | None = None
+    audio_mark_s: float = 0.0
+    """Input audio (s) the observer had seen when the turn started."""
     span: Any = None
 
 
@@ -139,8 +161,16 @@ class _Unit:
     input: Any = None
     text: list[str] = field(default_factory=list)
     audio_seconds: float = 0.0
+    audio_ms: int = 0
+    output_audio_s: float = 0.0
     characters: int = 0
+    requests: int = 0
     llm_usage: LLMTokenUsage | None = None
+    source: FrameProcessor | None = None
+    response_model: str | None = None
+    last_text_ns: int | None = None
+    cut: bool = False
+    """An interruption came while the LLM was still streaming: the provider never finished its report."""
 
 
 class VoiceObserver(BaseObserver):
@@ -163,6 +193,8 @@ class VoiceObserver(BaseObserver):
         self.failures = failures or (writer.failures if writer is not None else FailureLog())
         entries = (
             _entry(StartFrame, self._on_start),
+            _entry(InputAudioRawFrame, self._on_input_audio),
+            _entry(TTSAudioRawFrame, self._on_tts_audio),
             _entry(UserStartedSpeakingFrame, self._on_user_started),
             _entry(UserStoppedSpeakingFrame, self._on_user_stopped),
             _entry(VADUserStoppedSpeakingFrame, self._on_vad_user_stopped),
@@ -192,6 +224,12 @@ class VoiceObserver(BaseObserver):
         self._user_started_ns: int | None = None
         self._bot_speaking = False
         self._usage: dict[tuple[ServiceKind, str], ModelUsage] = {}
+        self._input_audio_s = 0.0
+        self._stt_units: dict[tuple[str, int], _Unit] = {}
+        self._stt_positions: dict[str, float] = {}
+        self._stt_reported_s: dict[str, float] = {}
+        self._segmented: dict[str, bool] = {}
+        self._estimate_warned = False
         self._unpriced_warned: set[str] = set()
         self._finished = False
 
@@ -234,6 +272,8 @@ class VoiceObserver(BaseObserver):
             self._export_settled(None)
             if self._turns:
                 self._end_turn(self._turns[-1], self._last_ns, interrupted=self._bot_speaking)
+            for key in list(self._stt_units):
+                self._export_stt(key)
         except Exception as exc:  # noqa: BLE001 - tracing must never break the caller
             self._report_failure(exc, None)
 
@@ -249,8 +289,9 @@ class VoiceObserver(BaseObserver):
             )
             for t in self._turns
         )
+        models = sorted(self._usage.values(), key=lambda m: _KIND_ORDER.index(cast(ServiceKind, m.kind)))
         return ConversationSummary(
-            conversation_id=conversation_id, trace_id=trace_id, turns=turns, models=tuple(self._usage.values())
+            conversation_id=conversation_id, trace_id=trace_id, turns=turns, models=tuple(models)
         )
 
     # -- Frame handlers --------------------------------------------------------------------
@@ -281,7 +322,9 @@ class VoiceObserver(BaseObserver):
         if self._bot_speaking or turn.bot_spoke:
             self._end_turn(turn, data.timestamp, interrupted=self._bot_speaking)
             self._bot_speaking = False
-            self._start_turn(data.timestamp)
+            turn = self._start_turn(data.timestamp)
+        if turn.user_started_ns is None:
+            turn.user_started_ns = data.timestamp
 
     def _on_user_stopped(self, data: FramePushed, frame: UserStoppedSpeakingFrame) -> None:
         if _is_upstream_copy(data):
@@ -314,10 +357,17 @@ class VoiceObserver(BaseObserver):
     def _on_transcription(self, data: FramePushed, frame: TranscriptionFrame) -> None:
         if self._kind(data.source) != "stt":
             return
-        unit = self._unit(data, "stt")
+        unit = self._stt_unit(data.source, self._current_turn(data.timestamp), data.timestamp)
         unit.text.append(frame.text)
+        unit.last_text_ns = data.timestamp
         unit.turn.user_text.append(frame.text)
-        self._close(unit, data.timestamp)
+
+    def _on_input_audio(self, data: FramePushed, frame: InputAudioRawFrame) -> None:
+        self._input_audio_s += _audio_seconds(frame)
+
+    def _on_tts_audio(self, data: FramePushed, frame: TTSAudioRawFrame) -> None:
+        if self._kind(data.source) == "tts":
+            self._unit(data, "tts", late=True).output_audio_s += _audio_seconds(frame)
 
     def _on_llm_context(self, data: FramePushed, frame: LLMContextFrame) -> None:
         # Only the first push is observed, and processors may sit between the aggregator and the
@@ -343,8 +393,11 @@ class VoiceObserver(BaseObserver):
         unit.context_id = unit.context_id or context_id
 
     def _on_interruption(self, data: FramePushed, frame: InterruptionFrame) -> None:
-        for unit in [u for u in self._open.values() if u.kind == "tts"]:
-            self._close(unit, data.timestamp)  # audio already synthesized for this reply is what was billed
+        for unit in list(self._open.values()):
+            if unit.kind == "tts":
+                self._close(unit, data.timestamp)  # audio already synthesized for this reply is what was billed
+            elif unit.kind == "llm":
+                unit.cut = True  # its stream is being cancelled; its end frame follows
 
     def _on_unit_text(self, data: FramePushed, frame: TextFrame) -> None:
         kind = self._kind(data.source)
@@ -380,7 +433,7 @@ class VoiceObserver(BaseObserver):
             if ttfb_s is None:
                 _ignore(item)
             elif ttfb_s > 0:
-                unit = self._unit(data, kind, item.model, late=True)
+                unit = self._metric_unit(data, kind, item.model)
                 if unit.ttfb_s is None:
                     unit.ttfb_s = ttfb_s
         elif isinstance(item, ProcessingMetricsData):
@@ -388,7 +441,7 @@ class VoiceObserver(BaseObserver):
             if processing_s is None:
                 _ignore(item)
             else:
-                self._unit(data, kind, item.model, late=True).processing_s = processing_s
+                self._metric_unit(data, kind, item.model).processing_s = processing_s
         elif isinstance(item, LLMUsageMetricsData):
             if not _is_valid_token_usage(item.value):
                 _ignore(item)
@@ -409,14 +462,110 @@ class VoiceObserver(BaseObserver):
                 _ignore(item)
             else:
                 unit.characters += characters
-        elif isinstance(item, STTUsageMetricsData):
+                unit.requests += 1
+        elif isinstance(item, STTUsageMetricsData) and kind == "stt":
             audio_s = _seconds(item.value.audio_seconds)
             if audio_s is None:
                 _ignore(item)
             else:
-                # STT services report the audio of a transcript just before it, so audio reported
-                # after a transcript belongs to the next one (or to the trailing audio at the end).
-                self._unit(data, kind, item.model).audio_seconds += audio_s
+                self._allocate_stt_audio(data, audio_s, item.model)
+
+    def _metric_unit(self, data: FramePushed, kind: ServiceKind, model: str | None) -> _Unit:
+        """The unit a TTFB or processing metric belongs to: the turn's STT unit, or the (just) open unit."""
+        if kind == "stt":
+            unit = self._stt_unit(data.source, self._current_turn(data.timestamp), data.timestamp)
+            if model and not unit.model:
+                unit.model = model
+            return unit
+        return self._unit(data, kind, model, late=True)
+
+    # -- STT: one unit per service and turn ----------------------------------------------
+
+    def _stt_unit(self, source: FrameProcessor, turn: _Turn, now_ns: int) -> _Unit:
+        key = (source.name, turn.number)
+        unit = self._stt_units.get(key)
+        if unit is None:
+            start_ns = turn.user_started_ns if turn.user_started_ns is not None else now_ns
+            unit = _Unit(
+                kind="stt",
+                processor=source.name,
+                model=_settings_model(source),
+                turn=turn,
+                start_ns=min(start_ns, now_ns),
+                last_ns=now_ns,
+                source=source,
+            )
+            self._stt_units[key] = unit
+        unit.last_ns = max(unit.last_ns, now_ns)
+        return unit
+
+    def _allocate_stt_audio(self, data: FramePushed, audio_s: float, model: str | None) -> None:
+        """Split one STT usage delta over the turns whose input audio it covers.
+
+        The delta covers the input audio seen since the service's previous report. A segmented
+        service (it sends only the speech it was given at the end of an utterance), or a delta
+        with no input audio seen, goes whole to the current turn. Milliseconds are rounded on the
+        service's running total, so the turns add up to exactly the reported audio.
+        """
+        source = data.source
+        name = source.name
+        now_s = self._input_audio_s
+        since_s = self._stt_positions.get(name, 0.0)
+        self._stt_positions[name] = now_s
+        current = self._current_turn(data.timestamp)
+        shares: list[tuple[_Turn, float]] = []
+        if now_s > since_s and not self._is_segmented(source):
+            end_s = now_s
+            for turn in reversed(self._turns):
+                start_s = max(turn.audio_mark_s, since_s)
+                if end_s > start_s:
+                    shares.append((turn, audio_s * (end_s - start_s) / (now_s - since_s)))
+                end_s = min(end_s, turn.audio_mark_s)
+                if end_s <= since_s:
+                    break
+            shares.reverse()
+        if not shares:
+            shares = [(current, audio_s)]
+        reported_s = self._stt_reported_s.get(name, 0.0)
+        for turn, share_s in shares:
+            unit = self._stt_unit(source, turn, data.timestamp)
+            if model and not unit.model:
+                unit.model = model
+            before_ms = round(reported_s * 1000)
+            reported_s += share_s
+            unit.audio_seconds += share_s
+            unit.audio_ms += round(reported_s * 1000) - before_ms
+            unit.requests += turn is current
+        self._stt_reported_s[name] = reported_s
+        self._export_complete_stt()
+
+    def _is_segmented(self, source: FrameProcessor) -> bool:
+        name = source.name
+        if name not in self._segmented:
+            self._segmented[name] = isinstance(source, SegmentedSTTService)
+        return self._segmented[name]
+
+    def _export_complete_stt(self) -> None:
+        """Export the STT units of ended turns whose audio has all been reported."""
+        for key, unit in list(self._stt_units.items()):
+            turn = unit.turn
+            if turn.end_ns is None or unit.source is None:
+                continue
+            following = self._turns[turn.number] if turn.number < len(self._turns) else None
+            if self._is_segmented(unit.source) or (
+                following is not None and self._stt_positions.get(unit.processor, 0.0) >= following.audio_mark_s
+            ):
+                self._export_stt(key)
+
+    def _export_stt(self, key: tuple[str, int]) -> None:
+        unit = self._stt_units.pop(key)
+        turn = unit.turn
+        if unit.last_text_ns is not None:
+            unit.end_ns = max(unit.last_text_ns, unit.start_ns)
+        else:  # audio only (streamed while nobody spoke): the turn's span
+            unit.start_ns = min(unit.start_ns, turn.start_ns)
+            unit.end_ns = max(turn.end_ns if turn.end_ns is not None else unit.last_ns, unit.start_ns)
+        self._export_unit(unit)
 
     def _unit(self, data: FramePushed, kind: ServiceKind, model: str | None = None, *, late: bool = False) -> _Unit:
         """The unit this activity of ``data.source`` belongs to: the open one, else a new one.
@@ -446,18 +595,25 @@ class VoiceObserver(BaseObserver):
             turn=self._current_turn(data.timestamp),
             start_ns=start_ns,
             last_ns=data.timestamp,
-            input=self._take_llm_input() if kind == "llm" else None,
+            input=self._take_llm_input(data.source) if kind == "llm" else None,
+            source=data.source,
         )
         self._open[unit.processor] = unit
         return unit
 
-    def _take_llm_input(self) -> list[Any] | None:
+    def _take_llm_input(self, source: FrameProcessor) -> list[Any] | None:
+        """The prompt of the next LLM call: its context, after the service's system instruction if any."""
         messages, self._pending_llm_input = self._pending_llm_input, None
+        instruction = getattr(source.settings, "system_instruction", None) if isinstance(source, LLMService) else None
+        if isinstance(instruction, str) and instruction:
+            return [{"role": "system", "content": instruction}, *(messages or [])]
         return messages
 
     def _close(self, unit: _Unit, end_ns: int) -> None:
         self._open.pop(unit.processor, None)
         unit.end_ns = max(end_ns, unit.start_ns)
+        if unit.kind == "llm" and unit.source is not None:
+            unit.response_model = _response_model(unit.source)
         self._settling.append(unit)
 
     def _export_settled(self, now_ns: int | None) -> None:
@@ -466,10 +622,24 @@ class VoiceObserver(BaseObserver):
             self._export_unit(self._settling.popleft())
 
     def _export_unit(self, unit: _Unit) -> None:
-        model = unit.model or unit.processor
+        service = type(unit.source).__name__ if unit.source is not None else None
+        names = [name for name in (unit.model, unit.response_model) if name] or [_service_name(unit)]
+        price = next(
+            (p for name in names if (p := self._prices.find(name, unit.kind, service=service)) is not None), None
+        )
+        model = names[0]
         usage = _usage_details(unit)
-        cost = self._prices.cost(model, usage) if usage else None
-        if cost is None and unit.kind != "llm" and usage and model not in self._unpriced_warned:
+        metadata: dict[str, Any] = {"processor": unit.processor, "turn": unit.turn.number}
+        if unit.kind == "llm" and unit.llm_usage is None:
+            usage = self._estimate_llm_usage(unit, model, metadata)
+        elif unit.kind == "llm" and unit.cut and _guesses_output_when_cut(unit.source):
+            usage = self._count_llm_output(unit, model, usage, metadata)
+        elif price is not None and price.audio_tokens_per_second is not None:
+            usage = _with_audio_tokens(unit, price, usage, metadata)
+        if price is not None and pricing.USAGE_REQUESTS in price.unit_prices:
+            usage[pricing.USAGE_REQUESTS] = unit.requests
+        cost = price.cost(usage) if price is not None and usage else None
+        if price is None and unit.kind != "llm" and usage and model not in self._unpriced_warned:
             self._unpriced_warned.add(model)
             logger.warning(
                 f"No price for {unit.kind.upper()} model '{model}': its usage is recorded without cost. "
@@ -477,16 +647,22 @@ class VoiceObserver(BaseObserver):
             )
         key = (unit.kind, model)
         totals = self._usage.get(key) or ModelUsage(kind=unit.kind, model=model)
-        self._usage[key] = totals.add(usage, cost)
+        self._usage[key] = totals.add(usage, cost, estimated=bool(metadata.get(USAGE_ESTIMATED)))
         if self._writer is None:
             return
-        metadata: dict[str, Any] = {"processor": unit.processor, "turn": unit.turn.number}
+        if unit.response_model:
+            metadata["response_model"] = unit.response_model
+        metadata["price_source"] = price.provenance if price is not None else pricing.PROVENANCE_UNPRICED
+        if price is not None:
+            metadata["price_entry"] = price.name
+            metadata["price_date"] = price.date
         if unit.ttfb_s is not None and unit.kind != "llm":
             metadata["ttfb_s"] = round(unit.ttfb_s, 4)
         if unit.processing_s is not None:
             metadata["processing_s"] = round(unit.processing_s, 4)
         if unit.kind == "stt":
             metadata["audio_seconds"] = round(unit.audio_seconds, 6)
+            metadata["transcripts"] = len(unit.text)
         text = _join_text(unit)
         self._writer.generation(
             parent=unit.turn.span,
@@ -506,13 +682,46 @@ class VoiceObserver(BaseObserver):
             metadata=metadata,
         )
 
+    def _count_llm_output(
+        self, unit: _Unit, model: str, usage: dict[str, int], metadata: dict[str, Any]
+    ) -> dict[str, int]:
+        """A cut stream's output counted with the tokenizer, in place of the service's own guess.
+
+        Its prompt (and cache) counts are the provider's, reported when the stream started.
+        """
+        counter = counter_for(model)
+        output = counter.count(_join_text(unit))
+        usage = dict(usage)
+        usage[pricing.USAGE_TOTAL] += output - usage[pricing.USAGE_OUTPUT]
+        usage[pricing.USAGE_OUTPUT] = output
+        usage.pop(pricing.USAGE_OUTPUT_REASONING_TOKENS, None)
+        metadata[USAGE_ESTIMATED] = True
+        metadata[USAGE_ESTIMATE_METHOD] = f"output: {counter.method}; input: reported"
+        return usage
+
+    def _estimate_llm_usage(self, unit: _Unit, model: str, metadata: dict[str, Any]) -> dict[str, int]:
+        """Usage of an LLM call the provider never reported (a cut stream): counted, and flagged."""
+        counter = counter_for(model)
+        prompt = counter.chat_prompt(unit.input) if unit.input else 0  # no prompt seen: none counted
+        output = counter.count(_join_text(unit))
+        metadata[USAGE_ESTIMATED] = True
+        metadata[USAGE_ESTIMATE_METHOD] = counter.method
+        if not self._estimate_warned:
+            self._estimate_warned = True
+            logger.warning(
+                f"LLM call of '{model}' ended without a usage report (a stream cut by an interruption is "
+                f"billed but never reported): its usage is estimated with {counter.method} and flagged "
+                f"'{USAGE_ESTIMATED}' in the generation's metadata."
+            )
+        return {pricing.USAGE_INPUT: prompt, pricing.USAGE_OUTPUT: output, pricing.USAGE_TOTAL: prompt + output}
+
     # -- Turns -------------------------------------------------------------------------------
 
     def _current_turn(self, now_ns: int) -> _Turn:
         return self._turns[-1] if self._turns else self._start_turn(now_ns)
 
     def _start_turn(self, start_ns: int) -> _Turn:
-        turn = _Turn(number=len(self._turns) + 1, start_ns=start_ns)
+        turn = _Turn(number=len(self._turns) + 1, start_ns=start_ns, audio_mark_s=self._input_audio_s)
         self._turns.append(turn)
         if self._writer is not None:
             turn.span = self._writer.start_turn(number=turn.number, start_ns=self._epoch(start_ns))
@@ -522,6 +731,7 @@ class VoiceObserver(BaseObserver):
         if turn.end_ns is not None:
             return
         turn.end_ns, turn.interrupted = end_ns, interrupted
+        self._export_complete_stt()
         latency = f"{turn.latency_s:.2f} s" if turn.latency_s is not None else "-"
         logger.info(f"Turn {turn.number} ended: voice-to-voice {latency}{', interrupted' if interrupted else ''}.")
         if self._writer is None:
@@ -636,8 +846,63 @@ def _join_text(unit: _Unit) -> str:
 
 
 def _usage_details(unit: _Unit) -> dict[str, int]:
+    """The usage Pipecat reported (LLM, TTS) or the tracer measured (STT audio, TTS generated audio)."""
     if unit.kind == "llm":
         return llm_usage_details(unit.llm_usage) if unit.llm_usage is not None else {}
     if unit.kind == "tts":
-        return {pricing.USAGE_INPUT_CHARACTERS: unit.characters} if unit.characters else {}
-    return {pricing.USAGE_INPUT_AUDIO_MS: round(unit.audio_seconds * 1000)} if unit.audio_seconds else {}
+        usage = {pricing.USAGE_INPUT_CHARACTERS: unit.characters} if unit.characters else {}
+        if unit.output_audio_s:
+            usage[pricing.USAGE_OUTPUT_AUDIO_MS] = round(unit.output_audio_s * 1000)
+        return usage
+    return {pricing.USAGE_INPUT_AUDIO_MS: unit.audio_ms} if unit.audio_ms else {}
+
+
+def _with_audio_tokens(
+    unit: _Unit, price: ModelPrice, usage: dict[str, int], metadata: dict[str, Any]
+) -> dict[str, int]:
+    """``usage`` plus the audio and text tokens a token-billed speech model bills (derived: flagged)."""
+    usage = dict(usage)
+    counter = counter_for(unit.model or "")
+    text_tokens = counter.count(_join_text(unit))
+    if unit.kind == "stt":
+        usage[pricing.USAGE_INPUT_AUDIO_TOKENS] = price.audio_tokens(usage.get(pricing.USAGE_INPUT_AUDIO_MS, 0))
+        if pricing.USAGE_OUTPUT in price.unit_prices:
+            usage[pricing.USAGE_OUTPUT] = text_tokens
+    else:
+        usage[pricing.USAGE_OUTPUT_AUDIO_TOKENS] = price.audio_tokens(usage.get(pricing.USAGE_OUTPUT_AUDIO_MS, 0))
+        if pricing.USAGE_INPUT in price.unit_prices:
+            usage[pricing.USAGE_INPUT] = text_tokens
+    metadata[USAGE_ESTIMATED] = True
+    rate = f"{price.audio_tokens_per_second:g}"
+    metadata[USAGE_ESTIMATE_METHOD] = f"audio tokens at {rate}/s; text tokens: {counter.method}"
+    return usage
+
+
+_GUESS_OUTPUT_WHEN_CUT = frozenset({"AnthropicLLMService", "AWSBedrockLLMService"})
+"""Pipecat services that, when cancelled, report their output as ``words x 1.3`` instead of counting it."""
+
+
+def _guesses_output_when_cut(service: FrameProcessor | None) -> bool:
+    return service is not None and any(cls.__name__ in _GUESS_OUTPUT_WHEN_CUT for cls in type(service).__mro__)
+
+
+def _service_name(unit: _Unit) -> str:
+    """The model name of a unit whose service names no model: the service's class (e.g. ``AzureTTSService``).
+
+    Stable across calls and processes (unlike the processor's ``#n`` name), so Langfuse groups
+    it, and the price table can price it.
+    """
+    return type(unit.source).__name__ if unit.source is not None else unit.processor.partition("#")[0]
+
+
+def _audio_seconds(frame: AudioRawFrame) -> float:
+    """Duration of a chunk of 16-bit PCM audio."""
+    rate = frame.sample_rate * frame.num_channels * 2
+    return len(frame.audio) / rate if rate > 0 else 0.0
+
+
+def _response_model(service: FrameProcessor) -> str | None:
+    """The model the provider answered with, where the service records it (OpenAI-compatible ones do)."""
+    getter = getattr(service, "get_full_model_name", None)
+    model = getter() if callable(getter) else None
+    return model if isinstance(model, str) and model else None

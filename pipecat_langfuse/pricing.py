@@ -27,15 +27,33 @@ Schema, one ``[[model]]`` table per model::
 ``name`` itself. A model name starting with ``simulated/`` (the offline bot) is looked up with
 that prefix removed, so it is priced as the live model it stands in for.
 
-Each entry has exactly one price field, matching its kind (numbers, never negative):
+Each entry has exactly one price field, in the unit the vendor bills (numbers, never negative).
+The usage key each one prices is the Langfuse ``usage_details`` key the generation carries:
 
-* ``llm``: ``usd_per_million_tokens``, a table with keys ``input`` and ``output`` (required)
-  and ``input_cached_tokens``, ``input_cache_creation_tokens`` (optional);
-* ``stt``: ``usd_per_minute`` of audio;
-* ``tts``: ``usd_per_million_characters`` or ``usd_per_1k_characters``.
+==============================  ========  ==================================================
+price field                     kinds     usage key (unit)
+==============================  ========  ==================================================
+``usd_per_million_tokens``      llm       ``input``, ``output`` (required),
+                                          ``input_cached_tokens``, ``input_cache_creation_tokens``
+``usd_per_million_tokens``      stt       ``input_audio_tokens`` (required), ``input``, ``output``
+``usd_per_million_tokens``      tts       ``output_audio_tokens`` (required), ``input``
+``usd_per_minute``              stt       ``input_audio_ms`` (audio sent, silence included)
+``usd_per_hour``                stt       ``input_audio_ms``
+``usd_per_million_characters``  tts       ``input_characters`` (text sent)
+``usd_per_1k_characters``       tts       ``input_characters``
+``usd_per_generated_minute``    tts       ``output_audio_ms`` (audio received)
+``usd_per_1k_requests``         stt, tts  ``requests`` (usage reports: one per request)
+``self_hosted = true``          any       the kind's measured usage, at an explicit $0
+==============================  ========  ==================================================
 
-They are converted at load time to USD per single usage unit (token, millisecond of audio,
-character). A malformed file raises :class:`PricingError` naming the file, the entry and the fix.
+Audio tokens are not reported by Pipecat: an entry that prices ``input_audio_tokens`` or
+``output_audio_tokens`` needs ``audio_tokens_per_second`` (the vendor's rate), and the tracer
+derives them from the audio duration; text tokens of STT/TTS (``input``/``output``) are counted
+with the tokenizer. Such usage is flagged ``usage_estimated`` in the generation's metadata.
+
+They are converted at load time to USD per single usage unit. Each entry also records where
+it comes from (:attr:`ModelPrice.provenance`): ``builtin``, ``PRICING_FILE`` or ``self-hosted``.
+A malformed file raises :class:`PricingError` naming the file, the entry and the fix.
 
 Costs are rounded to 10 decimal places (a tenth of a nano-dollar), so equal inputs always
 give equal floats; ``total`` is the rounded sum of the rounded parts.
@@ -60,11 +78,15 @@ __all__ = [
     "SIMULATED_PREFIX",
     "USAGE_INPUT",
     "USAGE_INPUT_AUDIO_MS",
+    "USAGE_INPUT_AUDIO_TOKENS",
     "USAGE_INPUT_CACHED_TOKENS",
     "USAGE_INPUT_CACHE_CREATION_TOKENS",
     "USAGE_INPUT_CHARACTERS",
     "USAGE_OUTPUT",
+    "USAGE_OUTPUT_AUDIO_MS",
+    "USAGE_OUTPUT_AUDIO_TOKENS",
     "USAGE_OUTPUT_REASONING_TOKENS",
+    "USAGE_REQUESTS",
     "USAGE_TOTAL",
     "ModelPrice",
     "PriceTable",
@@ -87,6 +109,23 @@ USAGE_INPUT_CHARACTERS = "input_characters"
 """TTS characters of text sent to the service."""
 USAGE_INPUT_AUDIO_MS = "input_audio_ms"
 """STT milliseconds of audio sent to the service."""
+USAGE_OUTPUT_AUDIO_MS = "output_audio_ms"
+"""TTS milliseconds of audio the service generated."""
+USAGE_REQUESTS = "requests"
+"""STT/TTS requests: the service's usage reports (Pipecat reports once per request)."""
+USAGE_INPUT_AUDIO_TOKENS = "input_audio_tokens"
+"""Audio tokens of the audio sent (token-billed STT), derived from its duration."""
+USAGE_OUTPUT_AUDIO_TOKENS = "output_audio_tokens"
+"""Audio tokens of the audio generated (token-billed TTS), derived from its duration."""
+
+PROVENANCE_BUILTIN = "builtin"
+"""The price comes from the table shipped with this package."""
+PROVENANCE_PRICING_FILE = "PRICING_FILE"
+"""The price comes from the user's ``PRICING_FILE``."""
+PROVENANCE_SELF_HOSTED = "self-hosted"
+"""The model runs on the user's own hardware: an explicit $0."""
+PROVENANCE_UNPRICED = "unpriced"
+"""No entry matches the model: its usage is recorded without a cost (never as $0)."""
 
 SIMULATED_PREFIX = "simulated/"
 """Prefix of the model names the offline bot reports; stripped before lookup."""
@@ -99,15 +138,43 @@ _COST_DECIMALS = 10
 _PACKAGE = __name__.rpartition(".")[0]
 _DEFAULT_FILE = "prices.toml"
 
-# Price field -> kind; TTS fields -> units per priced quantity.
-_LLM_FIELD = "usd_per_million_tokens"
-_STT_FIELD = "usd_per_minute"
-_TTS_FIELDS = {"usd_per_million_characters": 1_000_000, "usd_per_1k_characters": 1_000}
-_PRICE_FIELDS = {_LLM_FIELD: "llm", _STT_FIELD: "stt"} | dict.fromkeys(_TTS_FIELDS, "tts")
-_LLM_KEYS = (USAGE_INPUT, USAGE_INPUT_CACHED_TOKENS, USAGE_INPUT_CACHE_CREATION_TOKENS, USAGE_OUTPUT)
-_LLM_REQUIRED_KEYS = (USAGE_INPUT, USAGE_OUTPUT)
+# Scalar price field -> (kinds, usage key it prices, usage units per priced quantity).
+_SCALAR_FIELDS: dict[str, tuple[tuple[str, ...], str, int]] = {
+    "usd_per_minute": (("stt",), USAGE_INPUT_AUDIO_MS, 60_000),
+    "usd_per_hour": (("stt",), USAGE_INPUT_AUDIO_MS, 3_600_000),
+    "usd_per_million_characters": (("tts",), USAGE_INPUT_CHARACTERS, 1_000_000),
+    "usd_per_1k_characters": (("tts",), USAGE_INPUT_CHARACTERS, 1_000),
+    "usd_per_generated_minute": (("tts",), USAGE_OUTPUT_AUDIO_MS, 60_000),
+    "usd_per_1k_requests": (("stt", "tts"), USAGE_REQUESTS, 1_000),
+}
+_TOKENS_FIELD = "usd_per_million_tokens"
+_SELF_HOSTED_FIELD = "self_hosted"
+_AUDIO_RATE_FIELD = "audio_tokens_per_second"
+_PRICE_FIELDS = (_TOKENS_FIELD, *_SCALAR_FIELDS, _SELF_HOSTED_FIELD)
+# Token price keys by kind: (allowed, required).
+_TOKEN_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "llm": (
+        (USAGE_INPUT, USAGE_INPUT_CACHED_TOKENS, USAGE_INPUT_CACHE_CREATION_TOKENS, USAGE_OUTPUT),
+        (USAGE_INPUT, USAGE_OUTPUT),
+    ),
+    "stt": ((USAGE_INPUT_AUDIO_TOKENS, USAGE_INPUT, USAGE_OUTPUT), (USAGE_INPUT_AUDIO_TOKENS,)),
+    "tts": ((USAGE_OUTPUT_AUDIO_TOKENS, USAGE_INPUT), (USAGE_OUTPUT_AUDIO_TOKENS,)),
+}
+_AUDIO_TOKEN_KEYS = (USAGE_INPUT_AUDIO_TOKENS, USAGE_OUTPUT_AUDIO_TOKENS)
+# What a self-hosted entry prices at $0: the usage the tracer measures for the kind.
+_SELF_HOSTED_KEYS = {
+    "llm": (USAGE_INPUT, USAGE_OUTPUT),
+    "stt": (USAGE_INPUT_AUDIO_MS,),
+    "tts": (USAGE_INPUT_CHARACTERS,),
+}
+_EXPECTED = {
+    "llm": f"{_TOKENS_FIELD} = {{ input = 0.40, output = 1.60 }}",
+    "stt": "usd_per_minute = 0.0048 (or usd_per_hour, usd_per_1k_requests, usd_per_million_tokens, self_hosted = true)",
+    "tts": "usd_per_million_characters = 15.0 (or usd_per_1k_characters, usd_per_generated_minute, "
+    "usd_per_1k_requests, usd_per_million_tokens, self_hosted = true)",
+}
 _KINDS = ("llm", "stt", "tts")
-_FIELDS = ("name", "kind", "match", "source", "date", "note", *_PRICE_FIELDS)
+_FIELDS = ("name", "kind", "match", "source", "date", "note", _AUDIO_RATE_FIELD, *_PRICE_FIELDS)
 _EXAMPLE = (
     '[[model]]\nname = "my-model"\nkind = "llm"\nmatch = "(?i)^(openai/)?my-model$"\n'
     "usd_per_million_tokens = { input = 0.40, output = 1.60 }\n"
@@ -136,6 +203,10 @@ class ModelPrice:
         source: Where the price comes from (URL of the pricing page).
         date: ``YYYY-MM-DD`` the price was taken or verified.
         note: Caveats, e.g. that the price is an estimate.
+        origin: ``"builtin"`` or ``"PRICING_FILE"``: the table the entry was read from.
+        self_hosted: The model runs on the user's hardware (``self_hosted = true``): priced at $0.
+        audio_tokens_per_second: The vendor's audio-token rate, for entries that price audio tokens.
+        listed: The price as the table writes it, e.g. ``usd_per_minute = 0.0048``.
     """
 
     name: str
@@ -145,6 +216,29 @@ class ModelPrice:
     source: str
     date: str
     note: str = ""
+    origin: str = PROVENANCE_BUILTIN
+    self_hosted: bool = False
+    audio_tokens_per_second: float | None = None
+    listed: str = ""
+
+    @property
+    def provenance(self) -> str:
+        """Where the price comes from: ``"builtin"``, ``"PRICING_FILE"`` or ``"self-hosted"``."""
+        return PROVENANCE_SELF_HOSTED if self.self_hosted else self.origin
+
+    def audio_tokens(self, audio_ms: int) -> int:
+        """Audio tokens of ``audio_ms`` milliseconds at :attr:`audio_tokens_per_second` (rounded up).
+
+        Raises:
+            ValueError: The entry prices no audio tokens.
+        """
+        if self.audio_tokens_per_second is None:
+            raise ValueError(f"{self.name} prices no audio tokens")
+        return math.ceil(Decimal(max(audio_ms, 0)) * Decimal(repr(self.audio_tokens_per_second)) / 1000)
+
+    def age_days(self, today: _date) -> int:
+        """Days from :attr:`date` to ``today``."""
+        return (today - _date.fromisoformat(self.date)).days
 
     def matches(self, model: str) -> bool:
         """Tell whether ``model`` is priced by this entry.
@@ -221,7 +315,7 @@ class PriceTable:
                 f"Cannot read the pricing file {user_file}: {exc.strerror or exc}. "
                 "Check the path in PRICING_FILE, or unset it to use the built-in prices."
             ) from None
-        user = _parse(text, str(user_file))
+        user = _parse(text, str(user_file), PROVENANCE_PRICING_FILE)
         replaced = {entry.name.casefold() for entry in user}
         return cls([*user, *(entry for entry in defaults if entry.name.casefold() not in replaced)])
 
@@ -230,7 +324,7 @@ class PriceTable:
         """All entries, in match order."""
         return self._entries
 
-    def find(self, model: str) -> ModelPrice | None:
+    def find(self, model: str, kind: str | None = None, *, service: str | None = None) -> ModelPrice | None:
         """Find the price of ``model``, a model name as reported by Pipecat metrics.
 
         A leading ``simulated/`` is stripped first, so offline runs are priced as the
@@ -238,6 +332,10 @@ class PriceTable:
 
         Args:
             model: The model name (surrounding spaces are ignored).
+            kind: Only entries of this kind (``"stt"``, ``"llm"``, ``"tts"``), when given.
+            service: The Pipecat service class reporting ``model``. An entry matching
+                ``"<service>/<model>"`` wins: it prices a service that bills differently from
+                the model's vendor (e.g. a model self-hosted on SageMaker).
 
         Returns:
             The first matching entry, or None if no entry matches.
@@ -245,7 +343,12 @@ class PriceTable:
         name = model.strip()
         if name[: len(SIMULATED_PREFIX)].casefold() == SIMULATED_PREFIX:
             name = name[len(SIMULATED_PREFIX) :]
-        return next((entry for entry in self._entries if entry.matches(name)), None)
+        candidates = (*((f"{service}/{name}",) if service else ()), name)
+        for candidate in candidates:
+            for entry in self._entries:
+                if (kind is None or entry.kind == kind) and entry.matches(candidate):
+                    return entry
+        return None
 
     def cost(self, model: str, usage: Mapping[str, int]) -> dict[str, float] | None:
         """USD cost of ``usage`` for ``model``.
@@ -269,10 +372,10 @@ class PriceTable:
 @lru_cache(maxsize=1)
 def _default_entries() -> tuple[ModelPrice, ...]:
     text = resources.files(_PACKAGE).joinpath(_DEFAULT_FILE).read_text(encoding="utf-8")
-    return _parse(text, f"{_PACKAGE.replace('.', '/')}/{_DEFAULT_FILE} (built-in)")
+    return _parse(text, f"{_PACKAGE.replace('.', '/')}/{_DEFAULT_FILE} (built-in)", PROVENANCE_BUILTIN)
 
 
-def _parse(text: str, file: str) -> tuple[ModelPrice, ...]:
+def _parse(text: str, file: str, origin: str) -> tuple[ModelPrice, ...]:
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -293,7 +396,7 @@ def _parse(text: str, file: str) -> tuple[ModelPrice, ...]:
     entries: list[ModelPrice] = []
     seen: dict[str, int] = {}
     for index, table in enumerate(tables, start=1):
-        entry = _parse_entry(table, file, index)
+        entry = _parse_entry(table, file, index, origin)
         first = seen.setdefault(entry.name.casefold(), index)
         if first != index:
             raise PricingError(
@@ -304,7 +407,7 @@ def _parse(text: str, file: str) -> tuple[ModelPrice, ...]:
     return tuple(entries)
 
 
-def _parse_entry(table: object, file: str, index: int) -> ModelPrice:
+def _parse_entry(table: object, file: str, index: int, origin: str) -> ModelPrice:
     where = f"{file}: [[model]] #{index}"
     if not isinstance(table, dict):
         raise PricingError(f"{where} is not a table. Write each entry as a [[model]] table.")
@@ -340,6 +443,10 @@ def _parse_entry(table: object, file: str, index: int) -> ModelPrice:
         source=source,
         date=date,
         note=note.strip(),
+        origin=origin,
+        self_hosted=_SELF_HOSTED_FIELD in raw,
+        audio_tokens_per_second=_audio_rate(raw, unit_prices, fail),
+        listed=_listed(raw),
     )
 
 
@@ -380,27 +487,28 @@ def _parse_date(value: object, fail: _Fail) -> str:
 
 
 def _unit_prices(raw: Mapping[str, Any], kind: Kind, fail: _Fail) -> dict[str, float]:
+    """USD per single usage unit, by usage key, of the entry's one price field."""
+    expected = _EXPECTED[kind]
     fields = [key for key in _PRICE_FIELDS if key in raw]
-    expected = {
-        "llm": f"{_LLM_FIELD} = {{ input = 0.40, output = 1.60 }}",
-        "stt": f"{_STT_FIELD} = 0.0048",
-        "tts": "usd_per_million_characters = 15.0 (or usd_per_1k_characters = 0.015)",
-    }[kind]
     if not fields:
         raise fail(f"missing price. A {kind!r} entry needs {expected}.")
     if len(fields) > 1:
         raise fail(f"has several prices ({', '.join(fields)}). Keep exactly one: {expected}.")
     (price_field,) = fields
-    if _PRICE_FIELDS[price_field] != kind:
-        raise fail(f"{price_field!r} is not a price for kind {kind!r}. Use {expected}.")
     value = raw[price_field]
-    if kind == "stt":
-        return {USAGE_INPUT_AUDIO_MS: _per_unit(_amount(value, price_field, fail), 60_000)}
-    if kind == "tts":
-        return {USAGE_INPUT_CHARACTERS: _per_unit(_amount(value, price_field, fail), _TTS_FIELDS[price_field])}
+    if price_field == _SELF_HOSTED_FIELD:
+        if value is not True:
+            raise fail("'self_hosted' can only be true: leave it out, or give a price instead.")
+        return dict.fromkeys(_SELF_HOSTED_KEYS[kind], 0.0)
+    if price_field in _SCALAR_FIELDS:
+        kinds, key, units = _SCALAR_FIELDS[price_field]
+        if kind not in kinds:
+            raise fail(f"{price_field!r} is not a price for kind {kind!r}. Use {expected}.")
+        return {key: _per_unit(_amount(value, price_field, fail), units)}
+    allowed, required = _TOKEN_KEYS[kind]
     if not isinstance(value, dict):
-        raise fail(f"{_LLM_FIELD!r} must be a table of prices by usage key, e.g. {expected}.")
-    unknown = sorted(set(value) - set(_LLM_KEYS))
+        raise fail(f"{_TOKENS_FIELD!r} must be a table of prices by usage key, e.g. {expected}.")
+    unknown = sorted(set(value) - set(allowed))
     if unknown:
         hint = (
             " Reasoning tokens are billed as output: do not price them separately."
@@ -408,15 +516,45 @@ def _unit_prices(raw: Mapping[str, Any], kind: Kind, fail: _Fail) -> dict[str, f
             else ""
         )
         raise fail(
-            f"{_LLM_FIELD} has unknown usage key(s) {', '.join(map(repr, unknown))}. "
-            f"Allowed: {', '.join(_LLM_KEYS)}.{hint}"
+            f"{_TOKENS_FIELD} has unknown usage key(s) {', '.join(map(repr, unknown))} for kind {kind!r}. "
+            f"Allowed: {', '.join(allowed)}.{hint}"
         )
-    missing = [key for key in _LLM_REQUIRED_KEYS if key not in value]
+    missing = [key for key in required if key not in value]
     if missing:
-        raise fail(f"{_LLM_FIELD} is missing {' and '.join(map(repr, missing))}. Add them, e.g. {expected}.")
-    return {
-        key: _per_unit(_amount(value[key], f"{_LLM_FIELD}.{key}", fail), 1_000_000) for key in _LLM_KEYS if key in value
-    }
+        raise fail(f"{_TOKENS_FIELD} is missing {' and '.join(map(repr, missing))}. Add them, e.g. {expected}.")
+    prices = {key: _amount(value[key], f"{_TOKENS_FIELD}.{key}", fail) for key in allowed if key in value}
+    return {key: _per_unit(amount, 1_000_000) for key, amount in prices.items()}
+
+
+def _listed(raw: Mapping[str, Any]) -> str:
+    """The entry's price field as written (already validated), e.g. ``usd_per_minute = 0.0048``."""
+    field_name = next(key for key in _PRICE_FIELDS if key in raw)
+    value = raw[field_name]
+    if isinstance(value, dict):
+        text = "{ " + ", ".join(f"{key} = {amount:g}" for key, amount in value.items()) + " }"
+    else:
+        text = "true" if value is True else f"{value:g}"
+    rate = raw.get(_AUDIO_RATE_FIELD)
+    return f"{field_name} = {text}" + (f", {_AUDIO_RATE_FIELD} = {rate:g}" if rate is not None else "")
+
+
+def _audio_rate(raw: Mapping[str, Any], unit_prices: Mapping[str, float], fail: _Fail) -> float | None:
+    """``audio_tokens_per_second``: required exactly when audio tokens are priced."""
+    priced = [key for key in _AUDIO_TOKEN_KEYS if key in unit_prices]
+    value = raw.get(_AUDIO_RATE_FIELD)
+    if not priced:
+        if value is not None:
+            raise fail(f"'{_AUDIO_RATE_FIELD}' is only used with a price for {' or '.join(_AUDIO_TOKEN_KEYS)}.")
+        return None
+    if value is None:
+        raise fail(
+            f"prices {priced[0]} but has no '{_AUDIO_RATE_FIELD}'. Add the vendor's rate, e.g. "
+            f"{_AUDIO_RATE_FIELD} = 10, with its source in the note."
+        )
+    rate = _amount(value, _AUDIO_RATE_FIELD, fail)
+    if rate == 0:
+        raise fail(f"'{_AUDIO_RATE_FIELD}' must be above 0.")
+    return rate
 
 
 def _amount(value: object, label: str, fail: _Fail) -> float:

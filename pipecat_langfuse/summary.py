@@ -46,6 +46,8 @@ class ModelUsage:
         usage: Total usage by usage key (the ``USAGE_*`` keys of :mod:`pipecat_langfuse.pricing`).
         cost_usd: Total cost in USD, or None when no price is known for the model.
         calls: Number of generations (units of work) of this model.
+        estimated_calls: How many of those had usage the provider never reported, counted by the
+            tracer instead (e.g. an LLM stream cut by a barge-in): flagged ``usage_estimated``.
     """
 
     kind: str
@@ -53,13 +55,15 @@ class ModelUsage:
     usage: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     cost_usd: float | None = None
     calls: int = 0
+    estimated_calls: int = 0
 
-    def add(self, usage: Mapping[str, int], cost: Mapping[str, float] | None) -> ModelUsage:
+    def add(self, usage: Mapping[str, int], cost: Mapping[str, float] | None, *, estimated: bool = False) -> ModelUsage:
         """Add one more call's usage and cost.
 
         Args:
             usage: The call's usage details, by usage key.
             cost: The call's cost details (with ``"total"``), or None when it has no price.
+            estimated: Whether the usage was estimated rather than reported.
 
         Returns:
             A new ``ModelUsage``; this one is unchanged.
@@ -69,14 +73,21 @@ class ModelUsage:
             merged[key] = merged.get(key, 0) + value
         total = cost.get(pricing.USAGE_TOTAL) if cost else None
         cost_usd = self.cost_usd if total is None else (self.cost_usd or 0.0) + total
-        return ModelUsage(self.kind, self.model, MappingProxyType(merged), cost_usd, self.calls + 1)
+        return ModelUsage(
+            self.kind,
+            self.model,
+            MappingProxyType(merged),
+            cost_usd,
+            self.calls + 1,
+            self.estimated_calls + estimated,
+        )
 
     def describe_usage(self) -> str:
         """Describe the usage in words.
 
         Returns:
             E.g. ``1,234 in (+512 cached) / 56 out tokens`` (LLM), ``240 characters`` (TTS) or
-            ``13.3 s audio`` (STT).
+            ``13.3 s audio`` (STT); estimated calls are counted in the table's row.
         """
         u = self.usage
         if self.kind == "llm":
@@ -128,7 +139,7 @@ class ConversationSummary:
         conversation_id: The conversation (Langfuse session) id.
         trace_id: The Langfuse trace id, or None when tracing is disabled.
         turns: The turns, in order.
-        models: Usage and cost per model, in order of first use.
+        models: Usage and cost per model: STT, LLM, then TTS, each in order of first use.
         spans: What happened to the trace's spans (sent, spooled, dropped, pending), or None when
             tracing is off or the client was built elsewhere.
     """
@@ -170,8 +181,15 @@ class ConversationSummary:
             self.models, key=lambda m: ("stt", "llm", "tts").index(m.kind) if m.kind in ("stt", "llm", "tts") else 3
         ):
             cost = f"{m.cost_usd:.6f}" if m.cost_usd is not None else "not priced"
-            lines.append(f"{_clip(m.model, 30):<30}  {m.kind:<4}  {m.calls:>5}  {m.describe_usage():<40}  {cost:>12}")
+            usage = m.describe_usage() + (f" ({m.estimated_calls} estimated)" if m.estimated_calls else "")
+            lines.append(f"{_clip(m.model, 30):<30}  {m.kind:<4}  {m.calls:>5}  {usage:<40}  {cost:>12}")
         lines.append(f"{'Total':<30}  {'':<4}  {'':>5}  {'':<40}  {self.total_cost_usd:>12.6f}")
+        estimated = sum(m.estimated_calls for m in self.models)
+        if estimated:
+            lines.append(
+                f"{estimated} call(s) ended without a usage report from the provider (e.g. cut by an "
+                "interruption): their usage was estimated, and is flagged usage_estimated in Langfuse."
+            )
         if self.spans is not None:
             lines.append("")
             lines.append(self.spans.describe())

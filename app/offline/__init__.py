@@ -7,7 +7,7 @@ metrics (TTFB, processing time, token/character/audio-seconds usage) under the
 ``simulated/...`` model names. Build the usual pipeline::
 
     services = create_offline_services(QUICK_SCRIPT)
-    context = LLMContext()
+    context = LLMContext()  # the system prompt is the LLM's system_instruction
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
         context, user_params=services.user_params
     )
@@ -28,7 +28,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipecat.processors.aggregators.llm_response_universal import LLMUserAggregatorParams
+from pipecat.services.settings import LLMSettings
 
+from app.config import SYSTEM_PROMPT
 from app.offline.script import (
     DEFAULT_SCRIPT,
     QUICK_SCRIPT,
@@ -93,7 +95,9 @@ class OfflineServices:
     user_params: LLMUserAggregatorParams
 
 
-def create_offline_services(script: CallerScript = DEFAULT_SCRIPT, *, seed: int = 0) -> OfflineServices:
+def create_offline_services(
+    script: CallerScript = DEFAULT_SCRIPT, *, seed: int = 0, system_instruction: str | None = SYSTEM_PROMPT
+) -> OfflineServices:
     """Create the transport and services for one offline call.
 
     Each call needs its own instances: they keep track of the conversation.
@@ -101,6 +105,7 @@ def create_offline_services(script: CallerScript = DEFAULT_SCRIPT, *, seed: int 
     Args:
         script: The conversation to play.
         seed: Seed of the simulated latencies and synthetic audio.
+        system_instruction: The LLM's system prompt (default: the live bot's); None for none.
 
     Returns:
         The transport, the STT, LLM and TTS services and the user aggregator parameters.
@@ -109,7 +114,7 @@ def create_offline_services(script: CallerScript = DEFAULT_SCRIPT, *, seed: int 
         script=script,
         transport=OfflineTransport(script, seed=seed),
         stt=OfflineSTTService(script, seed=seed),
-        llm=OfflineLLMService(script, seed=seed),
+        llm=OfflineLLMService(script, seed=seed, settings=LLMSettings(system_instruction=system_instruction)),
         tts=OfflineTTSService(chars_per_sec=script.chars_per_sec, seed=seed),
         user_params=LLMUserAggregatorParams(user_turn_strategies=offline_user_turn_strategies()),
     )

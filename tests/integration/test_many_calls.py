@@ -192,10 +192,10 @@ def test_each_traces_usage_is_its_own_calls_usage(calls: list[Call], server: Loc
         for usage in call.witness.usage(LLMUsageMetricsData):
             reported.update(llm_usage_details(usage))  # type: ignore[arg-type]
         reported["input_characters"] = sum(call.witness.usage(TTSUsageMetricsData))  # type: ignore[arg-type]
-        reported["input_audio_ms"] = sum(
-            round(u.audio_seconds * 1000)  # type: ignore[attr-defined]
-            for u in call.witness.usage(STTUsageMetricsData)
+        reported["input_audio_ms"] = round(  # rounded once, on the call's running total
+            sum(u.audio_seconds for u in call.witness.usage(STTUsageMetricsData)) * 1000  # type: ignore[attr-defined]
         )
+        reported["output_audio_ms"] = sum(call.witness.tts_audio_ms())
         assert exported == reported, call.tracer.conversation_id
         # ... is what its summary says ...
         summarized: Counter[str] = Counter()

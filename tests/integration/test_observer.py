@@ -99,8 +99,8 @@ async def test_stt_audio_after_the_last_transcript_is_still_counted() -> None:
     tracer.observer.finish()
 
     (stt,) = tracer.summary().models
-    # 750 + 500 ms land on the transcript's unit; the trailing 250 + 300 ms become a unit of their own.
-    assert (stt.model, stt.calls) == ("nova-3", 2)
+    # One turn, so one STT unit: the transcript's 750 + 500 ms and the trailing 250 + 300 ms.
+    assert (stt.model, stt.calls) == ("nova-3", 1)
     assert stt.usage == {"input_audio_ms": 1800}
     assert tracer.summary().turns[0].user_text == "hello"
 
@@ -123,7 +123,7 @@ async def test_an_unpriced_stt_model_is_recorded_and_warned_about_once() -> None
     tracer.observer.finish()
 
     (stt,) = tracer.summary().models
-    assert (stt.model, stt.calls, stt.cost_usd) == ("acme-stt-1", 2, None)
+    assert (stt.model, stt.calls, stt.cost_usd) == ("acme-stt-1", 1, None)
     assert stt.usage == {"input_audio_ms": 1800}
     assert [w for w in warnings if w.startswith("No price")] == [
         "No price for STT model 'acme-stt-1': its usage is recorded without cost. "

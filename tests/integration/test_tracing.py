@@ -42,7 +42,7 @@ from app.offline import (
 )
 from pipecat_langfuse import PriceTable, TracingSettings, VoiceTracer
 from pipecat_langfuse._observer import llm_usage_details
-from tests.support.conversation import TracedCall, run_traced_call
+from tests.support.conversation import TracedCall, price_metadata, run_traced_call
 from tests.support.langfuse_rules import (
     COMPLETION_START_TIME,
     COST_DETAILS,
@@ -262,6 +262,8 @@ def test_stt_generations_are_exactly_the_summed_audio_in_milliseconds(call: Trac
         assert attributes.pop(METADATA) == {
             "processor": stt,
             "turn": i + 1,
+            "transcripts": 1,
+            **price_metadata(PRICES, SIMULATED_STT_MODEL),
             "ttfb_s": round(ttfb[i], 4),
             "processing_s": round(processing[i], 4),
             "audio_seconds": round(audio[i], 6),
@@ -295,7 +297,12 @@ def test_llm_generations_are_exactly_the_tokens_context_and_reply(call: TracedCa
         assert attributes.pop(COST_DETAILS) == PRICES.cost(SIMULATED_LLM_MODEL, usage)
         # The first token came TTFB after the response started.
         assert attributes.pop(COMPLETION_START_TIME) == iso(generation.start_ns + int(ttfb[i] * 1e9))
-        assert attributes.pop(METADATA) == {"processor": llm, "turn": i + 1, "processing_s": round(processing[i], 4)}
+        assert attributes.pop(METADATA) == {
+            "processor": llm,
+            "turn": i + 1,
+            **price_metadata(PRICES, SIMULATED_LLM_MODEL),
+            "processing_s": round(processing[i], 4),
+        }
         assert attributes == {}, generation.name
     # gpt-4.1-mini: $0.40 / $1.60 per million input / output tokens.
     assert json_attribute(generations[0], COST_DETAILS) == {"input": 1.56e-05, "output": 2.4e-05, "total": 3.96e-05}
@@ -307,7 +314,13 @@ def test_tts_generations_are_exactly_the_characters_synthesized(call: TracedCall
     ttfb = call.witness.reported(TTFBMetricsData, tts)
     processing = call.witness.reported(ProcessingMetricsData, tts)
     # "Yes." + "I can hear you clearly, how can I help you today?", "It is noon.", "Goodbye!"
-    expected_usage = [{"input_characters": 53}, {"input_characters": 11}, {"input_characters": 8}]
+    characters = [53, 11, 8]
+    audio_ms = call.witness.tts_audio_ms()
+    assert len(audio_ms) == 3
+    assert all(ms > 0 for ms in audio_ms)
+    expected_usage = [
+        {"input_characters": n, "output_audio_ms": ms} for n, ms in zip(characters, audio_ms, strict=True)
+    ]
     assert len(ttfb) == len(generations)
     for i, generation in enumerate(generations):
         attributes = observation_attributes(generation.attributes)
@@ -321,7 +334,12 @@ def test_tts_generations_are_exactly_the_characters_synthesized(call: TracedCall
         metadata = attributes.pop(METADATA)
         # A reply of several sentences reports its processing time per sentence; the last one is kept.
         assert metadata.pop("processing_s") in {round(p, 4) for p in processing}
-        assert metadata == {"processor": tts, "turn": i + 1, "ttfb_s": round(ttfb[i], 4)}
+        assert metadata == {
+            "processor": tts,
+            "turn": i + 1,
+            **price_metadata(PRICES, SIMULATED_TTS_MODEL),
+            "ttfb_s": round(ttfb[i], 4),
+        }
         assert attributes == {}, generation.name
 
 
@@ -341,13 +359,17 @@ def test_model_usage_counts_each_usage_report_exactly_once(call: TracedCall) -> 
     for usage in call.witness.usage(LLMUsageMetricsData):
         expected.update(llm_usage_details(usage))  # type: ignore[arg-type]
     expected["input_characters"] = sum(call.witness.usage(TTSUsageMetricsData))  # type: ignore[arg-type]
-    expected["input_audio_ms"] = sum(
-        round(u.audio_seconds * 1000)  # type: ignore[attr-defined]
-        for u in call.witness.usage(STTUsageMetricsData)
+    expected["output_audio_ms"] = sum(call.witness.tts_audio_ms())
+    # Rounded once, on the call's running total.
+    expected["input_audio_ms"] = round(
+        sum(u.audio_seconds for u in call.witness.usage(STTUsageMetricsData)) * 1000  # type: ignore[attr-defined]
     )
     assert totals == expected
     by_model = {m.model: m for m in call.summary.models}
-    assert by_model[SIMULATED_TTS_MODEL].usage == {"input_characters": 72}
+    assert by_model[SIMULATED_TTS_MODEL].usage == {
+        "input_characters": 72,
+        "output_audio_ms": expected["output_audio_ms"],
+    }
     assert by_model[SIMULATED_STT_MODEL].usage == {"input_audio_ms": 7780}
 
 

@@ -125,8 +125,17 @@ def test_the_wheel_declares_the_dependencies_of_pyproject(dist: Dist) -> None:
     assert metadata["Version"] == __version__
     assert metadata["Requires-Python"] == ">=3.11"
     declared = sorted(str(Requirement(r)) for r in requires_dist(dist.wheel))
-    assert declared == sorted(str(Requirement(r)) for r in pyproject["project"]["dependencies"])
-    assert declared == ["langfuse<6,>=5", "loguru<1,>=0.7.3", "pipecat-ai[tracing]<2,>=1.12"]
+    extras = pyproject["project"]["optional-dependencies"]
+    assert extras == {"tokenizer": ["bpe-openai>=0.1.4,<0.2"]}
+    from_pyproject = [*pyproject["project"]["dependencies"], 'bpe-openai>=0.1.4,<0.2; extra == "tokenizer"']
+    assert declared == sorted(str(Requirement(r)) for r in from_pyproject)
+    assert declared == [
+        'bpe-openai<0.2,>=0.1.4; extra == "tokenizer"',
+        "langfuse<6,>=5",
+        "loguru<1,>=0.7.3",
+        "pipecat-ai[tracing]<2,>=1.12",
+    ]
+    assert metadata.get_all("Provides-Extra") == ["tokenizer"]
 
 
 # -- The wheel on its own ------------------------------------------------------------------

@@ -10,6 +10,7 @@ from pipecat.frames.frames import (
     LLMFullResponseEndFrame,
     MetricsFrame,
     TranscriptionFrame,
+    TTSAudioRawFrame,
     TTSStoppedFrame,
     UserStartedSpeakingFrame,
 )
@@ -22,10 +23,11 @@ from pipecat.metrics.metrics import (
     TTSUsageMetricsData,
 )
 from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.services.tts_service import TTSService
 
 from app.bot import run_offline_call
 from app.offline import OfflineServices
-from pipecat_langfuse import ConversationSummary, VoiceTracer
+from pipecat_langfuse import ConversationSummary, PriceTable, VoiceTracer
 from tests.support.langfuse_server import LocalLangfuse, ReceivedRequest, ReceivedSpan
 
 REPORTED_METRICS = (
@@ -53,12 +55,26 @@ class Witness(BaseObserver):
         elif isinstance(frame, UserStartedSpeakingFrame) and frame.broadcast_sibling_id is not None:
             if data.direction.name == "DOWNSTREAM":
                 self.events.append(("user_started", frame))
+        elif isinstance(frame, TTSAudioRawFrame) and isinstance(data.source, TTSService):
+            self.events.append(("tts_audio_s", len(frame.audio) / (frame.sample_rate * frame.num_channels * 2)))
         elif isinstance(frame, (InterruptionFrame, TranscriptionFrame, LLMFullResponseEndFrame, TTSStoppedFrame)):
             self.events.append((type(frame).__name__, frame))
 
     def usage(self, metric: type) -> list[object]:
         """The values of every report of ``metric``, in order."""
         return [item.value for name, item in self.events if name == metric.__name__]  # type: ignore[attr-defined]
+
+    def tts_audio_ms(self) -> list[int]:
+        """Milliseconds of audio each TTS reply generated (the audio pushed before each TTSStoppedFrame)."""
+        replies: list[float] = []
+        seconds = 0.0
+        for name, item in self.events:
+            if name == "tts_audio_s":
+                seconds += item  # type: ignore[operator]
+            elif name == "TTSStoppedFrame":
+                replies.append(seconds)
+                seconds = 0.0
+        return [round(s * 1000) for s in replies]
 
     def reported(self, metric: type[MetricsData], processor: str) -> list[float]:
         """The values of every report of ``metric`` by ``processor`` (e.g. TTFB), in order."""
@@ -67,6 +83,13 @@ class Witness(BaseObserver):
             for name, item in self.events
             if name == metric.__name__ and isinstance(item, metric) and item.processor == processor
         ]
+
+
+def price_metadata(prices: PriceTable, model: str) -> dict[str, str]:
+    """The provenance metadata the tracer gives a generation of ``model`` priced by ``prices``."""
+    entry = prices.find(model)
+    assert entry is not None, model
+    return {"price_source": entry.provenance, "price_entry": entry.name, "price_date": entry.date}
 
 
 @dataclass

@@ -89,6 +89,11 @@ CONVERSATION_ID = "conv-scripted"
 WALL_CLOCK_AT_START_NS = 1_800_000_000 * 10**9  # 2027-01-15T08:00:00Z
 SYSTEM = {"role": "system", "content": "Be brief."}
 
+def BUILTIN_PRICE(entry: str) -> dict[str, str]:  # noqa: N802 - reads as the constant it stands for
+    """The provenance metadata of a generation priced by ``entry`` of :data:`PRICES`."""
+    return {"price_source": "builtin", "price_entry": entry, "price_date": "2026-01-01"}
+
+
 PRICES = PriceTable(
     [
         ModelPrice(
@@ -359,9 +364,10 @@ def test_stt_generations_are_exactly_the_audio_rounded_to_milliseconds(call: Exp
     expected = [
         # 0.3337 + 0.25 + 0.41 s = 993.7 ms, rounded (not truncated) to 994.
         ((1000, 2200), "Hi, are you there?", 994, {"ttfb_s": 0.3, "audio_seconds": 0.9937}, 1),
-        # 0.6547 + 0.5 s = 1154.7 ms -> 1155. The STT unit starts when the user did.
-        ((5000, 6700), "Tell me everything.", 1155, {"ttfb_s": 0.2, "audio_seconds": 1.1547}, 2),
-        ((8500, 9450), "Stop, thanks.", 800, {"ttfb_s": 0.1, "audio_seconds": 0.8}, 3),
+        # Rounded on the running total, so the call adds up: 2148.4 ms in all -> 2148 - 994 = 1154.
+        # The STT unit starts when the user did.
+        ((5000, 6700), "Tell me everything.", 1154, {"ttfb_s": 0.2, "audio_seconds": 1.1547}, 2),
+        ((8500, 9450), "Stop, thanks.", 800, {"ttfb_s": 0.1, "audio_seconds": 0.8}, 3),  # 2948.4 -> 2948
     ]
     generations = call.named("speech-to-text")
     assert len(generations) == len(expected)  # a TTFB that comes after the transcript opens no unit
@@ -374,7 +380,13 @@ def test_stt_generations_are_exactly_the_audio_rounded_to_milliseconds(call: Exp
         assert attributes.pop(OUTPUT) == text
         assert attributes.pop(USAGE_DETAILS) == {"input_audio_ms": ms}
         assert attributes.pop(COST_DETAILS) == {"input_audio_ms": ms / 1e6, "total": ms / 1e6}  # $1e-6 per ms
-        assert attributes.pop(METADATA) == {"processor": stt.name, "turn": turn, **metadata}
+        assert attributes.pop(METADATA) == {
+            "processor": stt.name,
+            "turn": turn,
+            "transcripts": 1,
+            **BUILTIN_PRICE("acme-stt"),
+            **metadata,
+        }
         assert attributes == {}, text
 
 
@@ -427,7 +439,7 @@ def test_llm_generations_are_exactly_the_tokens_and_the_context(call: ExportedCa
         assert attributes.pop(COST_DETAILS) == cost
         # Start + TTFB: 2027-01-15T08:00:02.700000Z for the first.
         assert attributes.pop(COMPLETION_START_TIME) == f"2027-01-15T08:00:{first_token / 1000:09.6f}Z"
-        assert attributes.pop(METADATA) == {"processor": llm.name, **metadata}
+        assert attributes.pop(METADATA) == {"processor": llm.name, **BUILTIN_PRICE("acme-llm"), **metadata}
         assert attributes == {}, text
 
 
@@ -450,7 +462,7 @@ def test_tts_generations_are_exactly_the_characters_and_end_at_the_interruption(
         assert attributes.pop(USAGE_DETAILS) == {"input_characters": characters}
         cost = characters / 1e5  # $1e-5 per character
         assert attributes.pop(COST_DETAILS) == {"input_characters": cost, "total": cost}
-        assert attributes.pop(METADATA) == {"processor": tts.name, **metadata}
+        assert attributes.pop(METADATA) == {"processor": tts.name, **BUILTIN_PRICE("acme-tts"), **metadata}
         assert attributes == {}, text
 
 
@@ -468,13 +480,13 @@ def test_the_conversation_span_carries_the_call_totals_and_nothing_else(call: Ex
     assert attributes.pop(IS_APP_ROOT) is True
     assert attributes.pop(INPUT) == "Hi, are you there?"
     assert attributes.pop(OUTPUT) == "Okay."
-    # 994 + 1155 + 800 ms of audio, 110 + 10 tokens, 20 characters:
-    # 0.002949 + (0.00003 + 0.000046 + 0.000054) + 0.0002 = 0.003279 USD.
+    # 994 + 1154 + 800 ms of audio, 110 + 10 tokens, 20 characters:
+    # 0.002948 + (0.00003 + 0.000046 + 0.000054) + 0.0002 = 0.003278 USD.
     assert attributes.pop(METADATA) == {
         "conversation_id": CONVERSATION_ID,
         "turns": 3,
         "interruptions": 1,
-        "total_cost_usd": 0.003279,
+        "total_cost_usd": 0.003278,
     }
     assert attributes == {}
     assert len(call.spans) == 1 + 3 + 9
@@ -491,7 +503,7 @@ def test_the_summary_counts_each_usage_report_once(call: ExportedCall) -> None:
         (3, "Stop, thanks.", "Okay.", False),
     ]
     assert [(m.kind, m.model, m.calls, m.usage) for m in summary.models] == [
-        ("stt", "acme-stt", 3, {"input_audio_ms": 2949}),
+        ("stt", "acme-stt", 3, {"input_audio_ms": 2948}),
         ("llm", "acme-llm", 3, {"input": 110, "output": 10, "total": 120}),
         ("tts", "acme-tts", 3, {"input_characters": 20}),
     ]
@@ -524,10 +536,16 @@ def test_a_unit_that_receives_no_metrics_carries_the_model_of_its_service(langfu
     # The model comes from the service's settings.model, not from a metric.
     assert dict(llm.attributes or {})[MODEL] == "acme-llm"
     assert dict(tts.attributes or {})[MODEL] == "acme-tts"
-    # A service with no model set is named after its processor.
-    assert dict(unnamed.attributes or {})[MODEL] == "UnnamedLLM"
-    assert [(m.kind, m.model, m.calls, m.usage) for m in call.summary.models] == [
-        ("llm", "acme-llm", 1, {}),
-        ("tts", "acme-tts", 1, {}),
-        ("llm", "UnnamedLLM", 1, {}),
+    # A service with no model set is named after its class (not "UnnamedLLM", its processor's name),
+    # so every instance of it, in every process, is one model to Langfuse and the price table.
+    assert dict(unnamed.attributes or {})[MODEL] == "ScriptedLLM"
+    # Neither LLM call reported usage (as when a stream is cut): both are estimated, and say so.
+    # o200k_base: 3 per message + "system" (1) + "Be brief." (3) + "user" (1) + "Hello?" (2) + 3 = 16;
+    # "Hi." is 2. The unnamed call saw no prompt and produced no text.
+    assert [(m.kind, m.model, m.calls, m.estimated_calls, m.usage) for m in call.summary.models] == [
+        ("llm", "acme-llm", 1, 1, {"input": 16, "output": 2, "total": 18}),
+        ("llm", "ScriptedLLM", 1, 1, {"input": 0, "output": 0, "total": 0}),
+        ("tts", "acme-tts", 1, 0, {}),
     ]
+    metadata = observation_attributes(llm.attributes or {})[METADATA]
+    assert (metadata["usage_estimated"], metadata["usage_estimate_method"]) == (True, "o200k_base (approximation)")

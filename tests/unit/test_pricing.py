@@ -243,17 +243,62 @@ def test_default_table_is_complete_and_well_formed(table: PriceTable) -> None:
         "gpt-4.1-nano",
     ):
         assert required in names
-    unit_keys = {"llm": {"input", "output"}, "stt": {"input_audio_ms"}, "tts": {"input_characters"}}
+    # Each kind's entries price one of its billing units (see the table in pricing.py's docstring).
+    units = {
+        "llm": [{"input", "output"}],
+        "stt": [{"input_audio_ms"}, {"requests"}, {"input_audio_tokens"}],
+        "tts": [{"input_characters"}, {"output_audio_ms"}, {"requests"}, {"output_audio_tokens"}],
+    }
     for entry in table.entries:
         assert isinstance(entry, ModelPrice)
         assert entry.source.startswith("https://"), entry.name
         date.fromisoformat(entry.date)
-        assert unit_keys[entry.kind] <= set(entry.unit_prices), entry.name
+        assert any(unit <= set(entry.unit_prices) for unit in units[entry.kind]), entry.name
         assert all(price >= 0 for price in entry.unit_prices.values()), entry.name
         assert entry.pattern.flags & re.IGNORECASE
-        assert entry.matches(entry.name) or entry.name in {"eleven_flash", "eleven_turbo"}, entry.name
+        assert entry.provenance in {"builtin", "self-hosted"}, entry.name
+        assert (entry.audio_tokens_per_second is not None) == bool(
+            {"input_audio_tokens", "output_audio_tokens"} & set(entry.unit_prices)
+        ), entry.name
     assert table.find("gpt-4o-mini-tts") is not None
     assert "estimate" in table.find("gpt-4o-mini-tts").note.lower()  # type: ignore[union-attr]
+
+
+def test_every_billing_unit_is_converted_to_its_usage_key(tmp_path: Path) -> None:
+    text = "".join(
+        entry(name=f'"m{i}"', kind=f'"{kind}"', usd_per_million_tokens="", **{field: value})
+        for i, (kind, field, value) in enumerate(
+            [
+                ("stt", "usd_per_hour", "0.36"),
+                ("stt", "usd_per_1k_requests", "2.0"),
+                ("tts", "usd_per_generated_minute", "0.6"),
+                ("tts", "usd_per_1k_requests", "1.0"),
+                ("stt", "self_hosted", "true"),
+                ("tts", "self_hosted", "true"),
+                ("llm", "self_hosted", "true"),
+            ]
+        )
+    )
+    table = PriceTable.load(write(tmp_path, text))
+    assert [(e.name, dict(e.unit_prices), e.provenance) for e in table.entries[:7]] == [
+        ("m0", {"input_audio_ms": 1e-07}, "PRICING_FILE"),  # $0.36 per 3,600,000 ms
+        ("m1", {"requests": 0.002}, "PRICING_FILE"),
+        ("m2", {"output_audio_ms": 1e-05}, "PRICING_FILE"),  # $0.60 per 60,000 ms
+        ("m3", {"requests": 0.001}, "PRICING_FILE"),
+        ("m4", {"input_audio_ms": 0.0}, "self-hosted"),
+        ("m5", {"input_characters": 0.0}, "self-hosted"),
+        ("m6", {"input": 0.0, "output": 0.0}, "self-hosted"),
+    ]
+    assert table.entries[4].cost({"input_audio_ms": 60_000}) == {"input_audio_ms": 0.0, "total": 0.0}
+
+
+def test_audio_tokens_are_rounded_up_at_the_vendors_rate(tmp_path: Path) -> None:
+    text = entry(
+        kind='"stt"', usd_per_million_tokens="{ input_audio_tokens = 6.0, output = 10.0 }", audio_tokens_per_second="10"
+    )
+    price = PriceTable.load(write(tmp_path, text)).entries[0]
+    assert [price.audio_tokens(ms) for ms in (0, 1, 100, 101, 1999, 60_000)] == [0, 1, 1, 2, 20, 600]
+    assert dict(price.unit_prices) == {"input_audio_tokens": 6e-06, "output": 1e-05}
 
 
 def test_unit_prices_are_converted_from_the_file_units(table: PriceTable) -> None:
@@ -382,6 +427,30 @@ def entry(**fields: str) -> str:
         ),
         (entry(usd_per_million_tokens="1.0"), "must be a table"),
         (entry(date='"31/01/2026"'), "YYYY-MM-DD"),
+        (entry(usd_per_million_tokens="", usd_per_hour="0.1"), "'usd_per_hour' is not a price for kind 'llm'"),
+        (entry(usd_per_million_tokens="", self_hosted="false"), "'self_hosted' can only be true"),
+        (entry(usd_per_million_tokens="", self_hosted="true", usd_per_minute="1"), "several prices"),
+        (
+            entry(kind='"stt"', usd_per_million_tokens="{ input_audio_tokens = 6.0, output = 10.0 }"),
+            "has no 'audio_tokens_per_second'. Add the vendor's rate",
+        ),
+        (
+            entry(kind='"stt"', usd_per_million_tokens="{ output = 10.0 }"),
+            "missing 'input_audio_tokens'",
+        ),
+        (
+            entry(kind='"tts"', usd_per_million_tokens="{ input = 1.0, output = 2.0 }"),
+            "unknown usage key(s) 'output' for kind 'tts'",
+        ),
+        (entry(audio_tokens_per_second="10"), "'audio_tokens_per_second' is only used with a price for"),
+        (
+            entry(
+                kind='"tts"',
+                usd_per_million_tokens="{ output_audio_tokens = 12.0 }",
+                audio_tokens_per_second="0",
+            ),
+            "'audio_tokens_per_second' must be above 0",
+        ),
         (entry(name='""'), "'name' must be a non-empty string"),
         (entry(note="3"), "'note' must be a string"),
     ],
