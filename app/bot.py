@@ -38,7 +38,7 @@ from pipecat.services.tts_service import TTSService
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 from pipecat.workers.runner import WorkerRunner
 
-from app.config import BotSettings
+from app.config import BotConfigError, BotSettings
 from pipecat_langfuse import ConversationSummary, PriceTable, PricingError, SettingsError, TracingSettings, VoiceTracer
 
 if TYPE_CHECKING:
@@ -340,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging("DEBUG" if args.verbose else os.environ.get(LOG_LEVEL, "INFO"))
     try:
         config = _config()
-    except (SettingsError, PricingError) as error:
+    except (SettingsError, PricingError, BotConfigError) as error:
         logger.error(f"Configuration error: {error}")
         return EXIT_CONFIG_ERROR
     from pipecat_langfuse.spool import replay_spool_in_background

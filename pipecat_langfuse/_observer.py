@@ -89,6 +89,8 @@ GENERATION_NAMES: dict[ServiceKind, str] = {"stt": "speech-to-text", "llm": "llm
 
 USAGE_ESTIMATED = "usage_estimated"
 """Metadata flag of a generation whose usage was counted by the tracer, not reported by the provider."""
+USAGE_MISSING = "usage_missing"
+"""Metadata flag of an STT/TTS generation whose service did work but reported no usage."""
 USAGE_ESTIMATE_METHOD = "usage_estimate_method"
 """Metadata: how estimated usage was counted (e.g. ``o200k_base``)."""
 
@@ -230,6 +232,7 @@ class VoiceObserver(BaseObserver):
         self._stt_reported_s: dict[str, float] = {}
         self._segmented: dict[str, bool] = {}
         self._estimate_warned = False
+        self._missing_warned: set[str] = set()
         self._unpriced_warned: set[str] = set()
         self._finished = False
 
@@ -638,6 +641,8 @@ class VoiceObserver(BaseObserver):
             usage = _with_audio_tokens(unit, price, usage, metadata)
         if price is not None and pricing.USAGE_REQUESTS in price.unit_prices:
             usage[pricing.USAGE_REQUESTS] = unit.requests
+        if not usage and unit.text:
+            self._flag_missing_usage(unit, metadata)
         cost = price.cost(usage) if price is not None and usage else None
         if price is None and unit.kind != "llm" and usage and model not in self._unpriced_warned:
             self._unpriced_warned.add(model)
@@ -681,6 +686,17 @@ class VoiceObserver(BaseObserver):
             cost_details=cost,
             metadata=metadata,
         )
+
+    def _flag_missing_usage(self, unit: _Unit, metadata: dict[str, Any]) -> None:
+        """Work was done (there is text) but its service reported no usage: say so, never a silent zero."""
+        metadata[USAGE_MISSING] = True
+        if unit.processor not in self._missing_warned:
+            self._missing_warned.add(unit.processor)
+            logger.warning(
+                f"{unit.processor} did work but reported no usage, so it is recorded without usage or cost "
+                f"(flagged '{USAGE_MISSING}'). Enable usage metrics: PipelineParams(enable_metrics=True, "
+                "enable_usage_metrics=True); a service that never reports usage cannot be priced."
+            )
 
     def _count_llm_output(
         self, unit: _Unit, model: str, usage: dict[str, int], metadata: dict[str, Any]
@@ -763,7 +779,7 @@ def _settings_model(processor: FrameProcessor) -> str | None:
     """The model a service is configured with (``settings.model``), if it names one.
 
     Metrics carry the same name (Pipecat syncs it from the settings), but a unit that gets no
-    metric would otherwise be named after its processor.
+    metric would otherwise be named after its service class.
     """
     model = processor.settings.model if isinstance(processor, AIService) else None
     return model if isinstance(model, str) and model else None

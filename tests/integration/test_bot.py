@@ -161,6 +161,10 @@ def test_rejected_keys_are_reported_once(server: LocalLangfuse, tmp_path: Path) 
             "ENABLE_TRACING is true but LANGFUSE_PUBLIC_KEY is not set.",
         ),
         ({"PRICING_FILE": "missing.toml"}, "Cannot read the pricing file missing.toml"),
+        (
+            {"LLM_PROVIDER": "gemini"},
+            "LLM_PROVIDER='gemini' is not supported. Set LLM_PROVIDER to one of: openai, anthropic.",
+        ),
     ],
 )
 def test_configuration_errors_stop_before_the_call(tmp_path: Path, env: dict[str, str], message: str) -> None:

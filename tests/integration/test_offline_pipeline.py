@@ -129,7 +129,7 @@ class CallRecord:
                     yield i, data
 
     def dialogue(self) -> list[tuple[str, str]]:
-        """(role, text) of every message of the final LLM context, system prompt first."""
+        """(role, text) of every message of the final LLM context (the system prompt is the LLM's setting)."""
         return [(str(m.get("role")), str(m.get("content"))) for m in self.context.get_messages() if isinstance(m, dict)]
 
     def bot_speech(self) -> list[tuple[int, int]]:
@@ -143,8 +143,8 @@ class CallRecord:
 
 
 async def _run_call(script: CallerScript) -> CallRecord:
-    services = create_offline_services(script)
-    context = LLMContext(messages=[{"role": "system", "content": SYSTEM_PROMPT}])
+    services = create_offline_services(script, system_instruction=SYSTEM_PROMPT)
+    context = LLMContext()
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(context, user_params=services.user_params)
     pipeline = Pipeline(
         [
@@ -271,7 +271,7 @@ async def test_llm_usage_has_deterministic_token_counts(call: CallRecord) -> Non
     user_positions = [i for i, (role, _) in enumerate(dialogue) if role == "user"]
     expected = []
     for turn, position in enumerate(user_positions):
-        prompt = sum(_tokens(text) for _, text in dialogue[: position + 1])
+        prompt = _tokens(SYSTEM_PROMPT) + sum(_tokens(text) for _, text in dialogue[: position + 1])
         completion = _tokens(SCRIPT.replies[turn])
         expected.append((prompt, completion, prompt + completion))
 
@@ -336,8 +336,8 @@ async def test_metrics_order_relative_to_service_frames(call: CallRecord) -> Non
 
 
 async def test_context_holds_what_the_bot_said(call: CallRecord) -> None:
-    system, *dialogue = call.dialogue()
-    assert system == ("system", SYSTEM_PROMPT)
+    dialogue = call.dialogue()
+    assert call.services.llm.settings.system_instruction == SYSTEM_PROMPT
     assert [role for role, _ in dialogue] == ["user", "assistant"] * len(SCRIPT.utterances)
     assert [text for _, text in dialogue[::2]] == [u.text for u in SCRIPT.utterances]
     said = [text for _, text in dialogue[1::2]]

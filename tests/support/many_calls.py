@@ -48,6 +48,7 @@ from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from app.bot import run_conversation, run_offline_call
+from app.config import SYSTEM_PROMPT
 from app.offline import (
     SIMULATED_LLM_MODEL,
     SIMULATED_STT_MODEL,
@@ -180,10 +181,14 @@ class FastSTT(ScriptedSTT):
 
 
 class FastLLM(ScriptedLLM):
-    """Streams the reply to each context, with TTFB and token usage (prompt: the context's words)."""
+    """Streams the reply to each context, with TTFB and token usage.
+
+    The prompt is the bot's system prompt (the LLM's ``system_instruction``) and the context's words.
+    """
 
     def __init__(self) -> None:
         super().__init__(model=SIMULATED_LLM_MODEL)
+        self.settings.system_instruction = SYSTEM_PROMPT
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
@@ -194,7 +199,7 @@ class FastLLM(ScriptedLLM):
         await self.push_frame(ttfb(self, 0.3))
         for word in FAST_REPLY:
             await self.push_frame(LLMTextFrame(word))
-        prompt = sum(count_tokens(message_text(m)) for m in frame.context.get_messages())
+        prompt = count_tokens(SYSTEM_PROMPT) + sum(count_tokens(message_text(m)) for m in frame.context.get_messages())
         await self.push_frame(llm_usage(self, prompt, count_tokens("".join(FAST_REPLY))))
         await self.push_frame(LLMFullResponseEndFrame())
 

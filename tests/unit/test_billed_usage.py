@@ -39,6 +39,7 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat_langfuse import PriceTable, TracingSettings, VoiceTracer
 from tests.support.in_memory_langfuse import InMemoryLangfuse, in_memory_langfuse
 from tests.support.langfuse_rules import COST_DETAILS, METADATA, MODEL, OUTPUT, USAGE_DETAILS, observation_attributes
+from tests.support.logs import captured_logs
 from tests.support.scripted_call import (
     MS,
     Script,
@@ -407,3 +408,24 @@ def test_a_cut_stream_whose_service_guesses_its_output_gets_it_counted(langfuse:
         "output: o200k_base (approximation); input: reported",
     )
     assert call.tracer.summary().models[0].estimated_calls == 1
+
+
+def test_work_without_a_usage_report_is_flagged_and_warned_about_once(langfuse: InMemoryLangfuse) -> None:
+    async def play(script: Script) -> None:
+        transport, stt = Transport(name="transport"), ScriptedSTT(model="nova-3", name="DeepgramSTTService#0")
+        await script.push(0, transport, StartFrame())
+        for ms, text in ((100, "Hi."), (200, "Still here.")):
+            await script.push(ms, stt, TranscriptionFrame(text, user_id="u", timestamp="t"))
+        await script.push(1000, transport, EndFrame())
+
+    with captured_logs("WARNING") as warnings:
+        call = run_call(langfuse, play, PriceTable.load())
+    (generation,) = call.generations("speech-to-text")
+    assert USAGE_DETAILS not in generation
+    assert COST_DETAILS not in generation
+    assert generation[METADATA]["usage_missing"] is True
+    assert [w for w in warnings if "reported no usage" in w] == [
+        "DeepgramSTTService#0 did work but reported no usage, so it is recorded without usage or cost (flagged "
+        "'usage_missing'). Enable usage metrics: PipelineParams(enable_metrics=True, enable_usage_metrics=True); "
+        "a service that never reports usage cannot be priced."
+    ]

@@ -89,6 +89,7 @@ CONVERSATION_ID = "conv-scripted"
 WALL_CLOCK_AT_START_NS = 1_800_000_000 * 10**9  # 2027-01-15T08:00:00Z
 SYSTEM = {"role": "system", "content": "Be brief."}
 
+
 def BUILTIN_PRICE(entry: str) -> dict[str, str]:  # noqa: N802 - reads as the constant it stands for
     """The provenance metadata of a generation priced by ``entry`` of :data:`PRICES`."""
     return {"price_source": "builtin", "price_entry": entry, "price_date": "2026-01-01"}

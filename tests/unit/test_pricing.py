@@ -79,14 +79,14 @@ def test_stt_cost_per_millisecond_of_audio(table: PriceTable) -> None:
 
 
 def test_tts_cost_per_character(table: PriceTable) -> None:
-    # sonic-3: 39.20 USD per 1M characters; eleven_flash: 0.05 per 1k; tts-1: 15 per 1M.
+    # sonic-3: 39.20 USD per 1M characters; eleven_flash: 0.04 per 1k; tts-1: 15 per 1M.
     assert table.cost("sonic-3", {"input_characters": 1000}) == {
         "input_characters": 0.0392,
         "total": 0.0392,
     }
     assert table.cost("eleven_flash_v2_5", {"input_characters": 2000}) == {
-        "input_characters": 0.1,
-        "total": 0.1,
+        "input_characters": 0.08,
+        "total": 0.08,
     }
     assert table.cost("tts-1", {"input_characters": 123}) == {
         "input_characters": 0.001845,
@@ -202,7 +202,6 @@ def test_similar_names_are_not_confused(table: PriceTable, model: str, entry: st
         "gpt-4.1-mini-fast",
         "gpt-4.10",
         "chatgpt-4o-latest",
-        "gpt-4o-transcribe-diarize",
         "nova-3-medical",
         "nova",
         "sonic",
@@ -308,7 +307,7 @@ def test_unit_prices_are_converted_from_the_file_units(table: PriceTable) -> Non
         "output": 1.6e-06,
     }
     assert dict(table.find("nova-3").unit_prices) == {"input_audio_ms": 8e-08}  # type: ignore[union-attr]
-    assert dict(table.find("eleven_v3").unit_prices) == {"input_characters": 1e-04}  # type: ignore[union-attr]
+    assert dict(table.find("eleven_v3").unit_prices) == {"input_characters": 8e-05}  # type: ignore[union-attr]
 
 
 # --- user file --------------------------------------------------------------------------------
@@ -522,3 +521,29 @@ def test_missing_user_file_raises(tmp_path: Path) -> None:
     with pytest.raises(PricingError, match="PRICING_FILE") as info:
         PriceTable.load(path)
     assert str(path) in str(info.value)
+
+
+def test_a_price_is_found_by_kind_and_a_service_apart_by_its_class(tmp_path: Path) -> None:
+    text = (
+        entry(name='"local-base"', kind='"stt"', match='"(?i)^base$"', usd_per_million_tokens="", self_hosted="true")
+        + entry(
+            name='"tts-base"', kind='"tts"', match='"(?i)^base$"', usd_per_million_tokens="", usd_per_1k_characters="1"
+        )
+        + entry(
+            name='"on-our-endpoint"',
+            kind='"stt"',
+            match='"(?i)^OurSageMakerSTTService/.+$"',
+            usd_per_million_tokens="",
+            self_hosted="true",
+        )
+        + entry(name='"hosted"', kind='"stt"', match='"(?i)^nova-3$"', usd_per_million_tokens="", usd_per_minute="1")
+    )
+    table = PriceTable.load(write(tmp_path, text))
+    # The same name, two kinds: an STT model never picks up a TTS price, nor the reverse.
+    assert table.find("base", "stt").name == "local-base"  # type: ignore[union-attr]
+    assert table.find("base", "tts").name == "tts-base"  # type: ignore[union-attr]
+    assert table.find("base", "llm") is None
+    # "<service>/<model>" first: the same model is self-hosted on one service, hosted elsewhere.
+    assert table.find("nova-3", "stt", service="OurSageMakerSTTService").name == "on-our-endpoint"  # type: ignore[union-attr]
+    assert table.find("nova-3", "stt", service="DeepgramSTTService").name == "hosted"  # type: ignore[union-attr]
+    assert table.find("nova-3", "stt").name == "hosted"  # type: ignore[union-attr]
