@@ -18,6 +18,9 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, Self, TypeVar
 
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+
 _T = TypeVar("_T")
 
 HOST = "127.0.0.1"
@@ -90,4 +93,32 @@ class ThreadedServer:
         raise NotImplementedError
 
 
-__all__ = ["HOST", "ThreadedServer"]
+class WebsocketFake(ThreadedServer):
+    """A websocket provider: subclasses implement :meth:`_handle` and :meth:`_check_request`."""
+
+    max_message_bytes: int | None = 2**20
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._server: Server | None = None
+
+    async def _start_serving(self) -> int:
+        self._server = await serve(
+            self._handle, HOST, 0, process_request=self._check_request, max_size=self.max_message_bytes
+        )
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def _stop_serving(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        raise NotImplementedError
+
+    def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Answer a handshake that must fail (wrong path or key); None accepts it."""
+        raise NotImplementedError
+
+
+__all__ = ["HOST", "ThreadedServer", "WebsocketFake"]

@@ -32,11 +32,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from tests.support.providers import HOST, ThreadedServer
+from tests.support.providers import HOST, WebsocketFake
 
 TTS_PATH = "/tts/websocket"
 
@@ -94,7 +94,7 @@ class CartesiaLedger:
         return [c for c in self.contexts.values() if c.characters]
 
 
-class FakeCartesia(ThreadedServer):
+class FakeCartesia(WebsocketFake):
     """Cartesia's TTS websocket on 127.0.0.1.
 
     Args:
@@ -123,21 +123,11 @@ class FakeCartesia(ThreadedServer):
         self.speedup = speedup
         self.first_chunk_delay_s = first_chunk_delay_s
         self.ledger = CartesiaLedger()
-        self._server: Server | None = None
 
     @property
     def url(self) -> str:
         """What to give ``CartesiaTTSService(url=...)`` (``CARTESIA_URL``)."""
         return f"ws://{HOST}:{self.port}{TTS_PATH}"
-
-    async def _start_serving(self) -> int:
-        self._server = await serve(self._handle, HOST, 0, process_request=self._check_request)
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def _stop_serving(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
 
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if urlsplit(request.path).path != TTS_PATH:

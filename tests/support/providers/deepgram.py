@@ -35,11 +35,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from tests.support.providers import HOST, ThreadedServer
+from tests.support.providers import HOST, WebsocketFake
 
 LISTEN_PATH = "/v1/listen"
 BYTES_PER_SAMPLE = 2  # linear16
@@ -129,7 +129,7 @@ def split_in_two(transcript: str) -> list[str]:
     return [" ".join(words[:half]), " ".join(words[half:])]
 
 
-class FakeDeepgram(ThreadedServer):
+class FakeDeepgram(WebsocketFake):
     """Deepgram's live websocket on 127.0.0.1, "recognising" the scripted ``transcripts`` in order.
 
     Args:
@@ -162,21 +162,11 @@ class FakeDeepgram(ThreadedServer):
         self.interim_every_s = interim_every_ms / 1000
         self.ledger = DeepgramLedger()
         self._next_transcript = 0
-        self._server: Server | None = None
 
     @property
     def base_url(self) -> str:
         """What to give ``DeepgramSTTService(base_url=...)`` (``DEEPGRAM_BASE_URL``)."""
         return f"http://{HOST}:{self.port}"
-
-    async def _start_serving(self) -> int:
-        self._server = await serve(self._handle, HOST, 0, process_request=self._check_request)
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def _stop_serving(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
 
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if urlsplit(request.path).path != LISTEN_PATH:

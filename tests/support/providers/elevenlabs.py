@@ -36,11 +36,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from tests.support.providers import HOST, ThreadedServer
+from tests.support.providers import HOST, WebsocketFake
 
 API_KEY = "xi-fake-key"
 PATH_PREFIX = "/v1/text-to-speech/"
@@ -92,7 +92,7 @@ class TTSConnection:
     socket_closed_by_client: bool = False
 
 
-class FakeElevenLabs(ThreadedServer):
+class FakeElevenLabs(WebsocketFake):
     """ElevenLabs' multi-stream-input websocket on 127.0.0.1.
 
     Args:
@@ -101,6 +101,7 @@ class FakeElevenLabs(ThreadedServer):
     """
 
     name = "fake-elevenlabs"
+    max_message_bytes = 2**24
 
     def __init__(self, *, chars_per_sec: float = 16.0, api_key: str = API_KEY) -> None:
         super().__init__()
@@ -110,7 +111,6 @@ class FakeElevenLabs(ThreadedServer):
         self.contexts: dict[str, TTSContext] = {}
         """The ledger: every context by id, in the order they were opened."""
         self.errors: list[str] = []
-        self._server: Server | None = None
 
     @property
     def url(self) -> str:
@@ -122,15 +122,6 @@ class FakeElevenLabs(ThreadedServer):
         return sum(c.characters for c in self.contexts.values())
 
     # -- Server --------------------------------------------------------------------------
-
-    async def _start_serving(self) -> int:
-        self._server = await serve(self._handle, HOST, 0, process_request=self._check_request, max_size=2**24)
-        return int(next(iter(self._server.sockets)).getsockname()[1])
-
-    async def _stop_serving(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
 
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
