@@ -586,7 +586,12 @@ def _pcm(seconds: float, amplitude: int) -> bytes:
 
 def test_fake_deepgram_speaks_the_sdk_protocol_with_vad_events_utterance_end_and_finalize() -> None:
     from deepgram import AsyncDeepgramClient, DeepgramClientEnvironment
-    from deepgram.listen.v1.types import ListenV1Results, ListenV1SpeechStarted, ListenV1UtteranceEnd
+    from deepgram.listen.v1.types import (
+        ListenV1KeepAlive,
+        ListenV1Results,
+        ListenV1SpeechStarted,
+        ListenV1UtteranceEnd,
+    )
 
     async def session(fake: FakeDeepgram) -> list[object]:
         ws = f"ws://127.0.0.1:{fake.port}"
@@ -605,6 +610,7 @@ def test_fake_deepgram_speaks_the_sdk_protocol_with_vad_events_utterance_end_and
             for chunk in (_pcm(0.6, 3000), _pcm(0.3, 0), _pcm(1.2, 0)):  # speech, then silence
                 for start in range(0, len(chunk), 640):
                     await connection.send_media(chunk[start : start + 640])
+            await connection.send_keep_alive(ListenV1KeepAlive(type="KeepAlive"))  # no audio: not billed
             await connection.send_finalize()  # nothing left to finalize: an empty from_finalize result
             await connection.send_close_stream()
             async for message in connection:
@@ -627,7 +633,7 @@ def test_fake_deepgram_speaks_the_sdk_protocol_with_vad_events_utterance_end_and
     assert any(not r.is_final and r.channel.alternatives[0].transcript == "Hello" for r in results)
     assert sum(isinstance(m, ListenV1UtteranceEnd) for m in received) == 1
     assert kinds[-1] == "ListenV1Metadata"
-    assert ledger.control == ["Finalize", "CloseStream"]
+    assert ledger.control == ["KeepAlive", "Finalize", "CloseStream"]
 
 
 def test_fake_deepgram_rejects_a_wrong_key() -> None:
