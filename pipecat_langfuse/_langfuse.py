@@ -32,9 +32,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from langfuse import Langfuse, LangfuseGeneration, LangfuseOtelSpanAttributes, LangfuseSpan
+from langfuse import Langfuse, LangfuseGeneration, LangfuseOtelSpanAttributes, LangfuseSpan, LangfuseTool
 from langfuse._version import __version__ as langfuse_version
 from langfuse.span_filter import is_default_export_span, is_langfuse_span
+from langfuse.types import SpanLevel
 from loguru import logger
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
@@ -407,14 +408,28 @@ class ObservationWriter:
         return None
 
     def end_turn(
-        self, span: LangfuseSpan | None, *, end_ns: int, input: str, output: str, metadata: Mapping[str, Any]
+        self,
+        span: LangfuseSpan | None,
+        *,
+        end_ns: int,
+        input: str,
+        output: str,
+        metadata: Mapping[str, Any],
+        level: SpanLevel | None = None,
+        status_message: str | None = None,
     ) -> None:
-        """Set the turn's transcript and metadata, then end its span at ``end_ns``."""
+        """Set the turn's transcript, metadata and level, then end its span at ``end_ns``."""
         if span is None:
             return
         with self._guard("ending a turn span"):
-            span.update(input=input, output=output, metadata=dict(metadata))
+            span.update(input=input, output=output, metadata=dict(metadata), level=level, status_message=status_message)
             span.end(end_time=end_ns)
+
+    def tool(self, *, parent: LangfuseSpan | None, name: str, start_ns: int, end_ns: int, **fields: Any) -> None:
+        """Create and end one ``tool`` observation spanning ``start_ns``..``end_ns`` under ``parent``."""
+        with self._guard(f"recording the tool call {name}"):
+            parent_context = _otel_span_of(parent).get_span_context() if parent is not None else self._root
+            self._start(LangfuseTool, name, parent_context, start_ns, fields).end(end_time=end_ns)
 
     def generation(
         self,
@@ -439,12 +454,12 @@ class ObservationWriter:
 
     def _start(
         self,
-        cls: type[LangfuseSpan] | type[LangfuseGeneration],
+        cls: type[LangfuseSpan] | type[LangfuseGeneration] | type[LangfuseTool],
         name: str,
         parent: otel_trace.SpanContext | None,
         start_ns: int,
         fields: Mapping[str, Any],
-    ) -> LangfuseSpan | LangfuseGeneration:
+    ) -> LangfuseSpan | LangfuseGeneration | LangfuseTool:
         # The SDK's start_observation() takes no start time; the work it describes has already
         # happened, so start the OpenTelemetry span on the client's own tracer (its scope keeps
         # the span a Langfuse span) with the real start time, and wrap it like the SDK does.

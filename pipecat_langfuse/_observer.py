@@ -26,6 +26,7 @@ checks this against random sequences of frames.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections import deque
@@ -40,7 +41,12 @@ from pipecat.frames.frames import (
     BotStoppedSpeakingFrame,
     CancelFrame,
     EndFrame,
+    ErrorFrame,
     Frame,
+    FunctionCallCancelFrame,
+    FunctionCallInProgressFrame,
+    FunctionCallResultFrame,
+    FunctionCallsStartedFrame,
     InputAudioRawFrame,
     InterruptionFrame,
     LLMContextFrame,
@@ -132,6 +138,37 @@ def _entry(frame_type: type[_F], handler: Callable[[FramePushed, _F], None]) -> 
 
 
 @dataclass(slots=True)
+class _Error:
+    """An ``ErrorFrame`` and whether its service worked again later in the call."""
+
+    processor: str
+    message: str
+    fatal: bool
+    category: str | None
+    at_ns: int
+    recovered: bool = False
+
+    def as_metadata(self) -> dict[str, Any]:
+        """What generation and turn metadata say of the error (``processor`` is added on turns)."""
+        described: dict[str, Any] = {"message": self.message, "fatal": self.fatal, "recovered": self.recovered}
+        if self.category is not None:
+            described["category"] = self.category
+        return described
+
+
+@dataclass(slots=True)
+class _Tool:
+    """One function call: from ``FunctionCallInProgressFrame`` to its result or cancel."""
+
+    call_id: str
+    name: str
+    arguments: Any
+    processor: str
+    turn: _Turn
+    start_ns: int
+
+
+@dataclass(slots=True)
 class _Turn:
     number: int
     start_ns: int
@@ -146,6 +183,9 @@ class _Turn:
     audio_mark_s: float = 0.0
     """Input audio (s) the observer had seen when the turn started."""
     span: Any = None
+    errors: list[_Error] = field(default_factory=list)
+    pending_end: dict[str, Any] | None = None
+    """The turn span's end, held while an error of the turn may still recover."""
 
 
 @dataclass(slots=True)
@@ -173,6 +213,8 @@ class _Unit:
     last_text_ns: int | None = None
     cut: bool = False
     """An interruption came while the LLM was still streaming: the provider never finished its report."""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[_Error] = field(default_factory=list)
 
 
 class VoiceObserver(BaseObserver):
@@ -211,6 +253,11 @@ class VoiceObserver(BaseObserver):
             _entry(TTSTextFrame, self._on_unit_text),
             _entry(TTSStoppedFrame, self._on_unit_end),
             _entry(InterruptionFrame, self._on_interruption),
+            _entry(FunctionCallsStartedFrame, self._on_function_calls_started),
+            _entry(FunctionCallInProgressFrame, self._on_function_call_started),
+            _entry(FunctionCallResultFrame, self._on_function_call_result),
+            _entry(FunctionCallCancelFrame, self._on_function_call_cancelled),
+            _entry(ErrorFrame, self._on_error),
             _entry(MetricsFrame, self._on_metrics),
             _entry(EndFrame, self._on_end),
             _entry(CancelFrame, self._on_end),
@@ -232,6 +279,10 @@ class VoiceObserver(BaseObserver):
         self._stt_reported_s: dict[str, float] = {}
         self._segmented: dict[str, bool] = {}
         self._estimate_warned = False
+        self._tools: dict[str, _Tool] = {}
+        self.errors: list[_Error] = []
+        self._unrecovered: dict[str, list[_Error]] = {}
+        self._held: list[_Unit] = []
         self._missing_warned: set[str] = set()
         self._unpriced_warned: set[str] = set()
         self._finished = False
@@ -277,6 +328,13 @@ class VoiceObserver(BaseObserver):
                 self._end_turn(self._turns[-1], self._last_ns, interrupted=self._bot_speaking)
             for key in list(self._stt_units):
                 self._export_stt(key)
+            for tool in list(self._tools.values()):
+                self._export_tool(tool, self._last_ns, result=None, unfinished=True)
+            for unit in self._held:
+                self._export_unit(unit)
+            self._held.clear()
+            for turn in self._turns:
+                self._end_turn_span(turn)
         except Exception as exc:  # noqa: BLE001 - tracing must never break the caller
             self._report_failure(exc, None)
 
@@ -294,7 +352,12 @@ class VoiceObserver(BaseObserver):
         )
         models = sorted(self._usage.values(), key=lambda m: _KIND_ORDER.index(cast(ServiceKind, m.kind)))
         return ConversationSummary(
-            conversation_id=conversation_id, trace_id=trace_id, turns=turns, models=tuple(models)
+            conversation_id=conversation_id,
+            trace_id=trace_id,
+            turns=turns,
+            models=tuple(models),
+            errors=len(self.errors),
+            unrecovered_errors=sum(not e.recovered for e in self.errors),
         )
 
     # -- Frame handlers --------------------------------------------------------------------
@@ -364,6 +427,8 @@ class VoiceObserver(BaseObserver):
         unit.text.append(frame.text)
         unit.last_text_ns = data.timestamp
         unit.turn.user_text.append(frame.text)
+        if self._unrecovered:
+            self._worked(unit.processor)
 
     def _on_input_audio(self, data: FramePushed, frame: InputAudioRawFrame) -> None:
         self._input_audio_s += _audio_seconds(frame)
@@ -402,6 +467,89 @@ class VoiceObserver(BaseObserver):
             elif unit.kind == "llm":
                 unit.cut = True  # its stream is being cancelled; its end frame follows
 
+    def _on_function_calls_started(self, data: FramePushed, frame: FunctionCallsStartedFrame) -> None:
+        if _is_upstream_copy(data) or self._kind(data.source) != "llm":
+            return
+        unit = self._unit(data, "llm", late=True)
+        unit.tool_calls.extend(
+            {
+                "id": call.tool_call_id,
+                "type": "function",
+                "function": {"name": call.function_name, "arguments": _json_text(call.arguments)},
+            }
+            for call in frame.function_calls
+        )
+
+    def _on_function_call_started(self, data: FramePushed, frame: FunctionCallInProgressFrame) -> None:
+        if _is_upstream_copy(data) or frame.tool_call_id in self._tools:
+            return
+        self._tools[frame.tool_call_id] = _Tool(
+            call_id=frame.tool_call_id,
+            name=frame.function_name,
+            arguments=frame.arguments,
+            processor=data.source.name,
+            turn=self._current_turn(data.timestamp),
+            start_ns=data.timestamp,
+        )
+
+    def _on_function_call_result(self, data: FramePushed, frame: FunctionCallResultFrame) -> None:
+        if _is_upstream_copy(data) or (frame.properties is not None and not frame.properties.is_final):
+            return  # an intermediate update of an async call: its final result ends it
+        tool = self._tools.pop(frame.tool_call_id, None) or _Tool(
+            call_id=frame.tool_call_id,
+            name=frame.function_name,
+            arguments=frame.arguments,
+            processor=data.source.name,
+            turn=self._current_turn(data.timestamp),
+            start_ns=data.timestamp,
+        )
+        self._export_tool(tool, data.timestamp, result=frame.result, error=frame.error)
+
+    def _on_function_call_cancelled(self, data: FramePushed, frame: FunctionCallCancelFrame) -> None:
+        tool = None if _is_upstream_copy(data) else self._tools.pop(frame.tool_call_id, None)
+        if tool is not None:
+            self._export_tool(tool, data.timestamp, result=None, cancelled=True)
+
+    def _on_error(self, data: FramePushed, frame: ErrorFrame) -> None:
+        """Mark the failing service's unit (else the turn) and wait to learn whether it recovers."""
+        processor = frame.processor if isinstance(frame.processor, FrameProcessor) else data.source
+        category = frame.category.value if frame.category is not None else None
+        error = _Error(processor.name, str(frame.error), bool(frame.fatal), category, at_ns=data.timestamp)
+        self.errors.append(error)
+        self._unrecovered.setdefault(error.processor, []).append(error)
+        if category == "application" and any(t.processor == processor.name for t in self._tools.values()):
+            return  # a tool handler raised: its tool observation says so, with the error its result carries
+        kind = self._kind(processor)
+        turn = self._current_turn(data.timestamp)
+        unit: _Unit | None = None
+        if kind == "stt":
+            unit = self._stt_units.get((processor.name, turn.number))
+        elif kind is not None:
+            unit = self._open.get(processor.name) or next(
+                (
+                    u
+                    for u in reversed(self._settling)
+                    if u.processor == processor.name and data.timestamp - u.end_ns < SETTLE_NS
+                ),
+                None,
+            )
+        (unit.errors if unit is not None else turn.errors).append(error)
+
+    def _worked(self, processor: str) -> None:
+        """``processor`` did work successfully: its earlier errors recovered."""
+        errors = self._unrecovered.pop(processor, None)
+        if not errors:
+            return
+        for error in errors:
+            error.recovered = True
+        for unit in [u for u in self._held if all(e.recovered for e in u.errors)]:
+            self._held.remove(unit)
+            self._export_unit(unit)
+        for turn in self._turns:
+            if turn.pending_end is not None and all(e.recovered for e in turn.errors):
+                self._end_turn_span(turn)
+        self._export_complete_stt()
+
     def _on_unit_text(self, data: FramePushed, frame: TextFrame) -> None:
         kind = self._kind(data.source)
         if kind is None or kind == "stt":
@@ -410,6 +558,8 @@ class VoiceObserver(BaseObserver):
         unit.text.append(frame.text)
         if kind == "llm":
             unit.turn.bot_text.append(frame.text)
+        if self._unrecovered:
+            self._worked(unit.processor)
 
     def _on_unit_end(self, data: FramePushed, frame: Frame) -> None:
         kind = self._kind(data.source)
@@ -455,6 +605,8 @@ class VoiceObserver(BaseObserver):
                 _ignore(item)
             else:
                 unit.llm_usage = usage
+                if self._unrecovered:
+                    self._worked(unit.processor)
         elif isinstance(item, TTSUsageMetricsData):
             characters = _count(item.value)
             if characters is None:
@@ -466,12 +618,16 @@ class VoiceObserver(BaseObserver):
             else:
                 unit.characters += characters
                 unit.requests += 1
+                if self._unrecovered and characters:
+                    self._worked(unit.processor)
         elif isinstance(item, STTUsageMetricsData) and kind == "stt":
             audio_s = _seconds(item.value.audio_seconds)
             if audio_s is None:
                 _ignore(item)
             else:
                 self._allocate_stt_audio(data, audio_s, item.model)
+                if self._unrecovered:
+                    self._worked(data.source.name)
 
     def _metric_unit(self, data: FramePushed, kind: ServiceKind, model: str | None) -> _Unit:
         """The unit a TTFB or processing metric belongs to: the turn's STT unit, or the (just) open unit."""
@@ -552,7 +708,7 @@ class VoiceObserver(BaseObserver):
         """Export the STT units of ended turns whose audio has all been reported."""
         for key, unit in list(self._stt_units.items()):
             turn = unit.turn
-            if turn.end_ns is None or unit.source is None:
+            if turn.end_ns is None or unit.source is None or not all(e.recovered for e in unit.errors):
                 continue
             following = self._turns[turn.number] if turn.number < len(self._turns) else None
             if self._is_segmented(unit.source) or (
@@ -622,7 +778,11 @@ class VoiceObserver(BaseObserver):
     def _export_settled(self, now_ns: int | None) -> None:
         """Export the units whose settle time has passed (all of them when ``now_ns`` is None)."""
         while self._settling and (now_ns is None or now_ns - self._settling[0].end_ns >= SETTLE_NS):
-            self._export_unit(self._settling.popleft())
+            unit = self._settling.popleft()
+            if now_ns is not None and not all(e.recovered for e in unit.errors):
+                self._held.append(unit)  # exported once it is known whether its service recovered
+            else:
+                self._export_unit(unit)
 
     def _export_unit(self, unit: _Unit) -> None:
         service = type(unit.source).__name__ if unit.source is not None else None
@@ -633,7 +793,9 @@ class VoiceObserver(BaseObserver):
         model = names[0]
         usage = _usage_details(unit)
         metadata: dict[str, Any] = {"processor": unit.processor, "turn": unit.turn.number}
-        if unit.kind == "llm" and unit.llm_usage is None:
+        if unit.kind == "llm" and unit.llm_usage is None and unit.errors and not unit.text:
+            usage = {}  # the request failed: nothing was generated, nothing billed
+        elif unit.kind == "llm" and unit.llm_usage is None:
             usage = self._estimate_llm_usage(unit, model, metadata)
         elif unit.kind == "llm" and unit.cut and _guesses_output_when_cut(unit.source):
             usage = self._count_llm_output(unit, model, usage, metadata)
@@ -641,7 +803,7 @@ class VoiceObserver(BaseObserver):
             usage = _with_audio_tokens(unit, price, usage, metadata)
         if price is not None and pricing.USAGE_REQUESTS in price.unit_prices:
             usage[pricing.USAGE_REQUESTS] = unit.requests
-        if not usage and unit.text:
+        if not usage and unit.text and not unit.errors:
             self._flag_missing_usage(unit, metadata)
         cost = price.cost(usage) if price is not None and usage else None
         if price is None and unit.kind != "llm" and usage and model not in self._unpriced_warned:
@@ -669,6 +831,14 @@ class VoiceObserver(BaseObserver):
             metadata["audio_seconds"] = round(unit.audio_seconds, 6)
             metadata["transcripts"] = len(unit.text)
         text = _join_text(unit)
+        level, status_message = None, None
+        if unit.errors:
+            first = unit.errors[0]
+            level, status_message = "ERROR", first.message
+            metadata["error"] = first.as_metadata()
+        output: Any = text if unit.kind != "tts" and (text or not unit.errors) else None
+        if unit.tool_calls:
+            output = {"role": "assistant", "content": text or None, "tool_calls": unit.tool_calls}
         self._writer.generation(
             parent=unit.turn.span,
             name=GENERATION_NAMES[unit.kind],
@@ -676,15 +846,56 @@ class VoiceObserver(BaseObserver):
             end_ns=self._epoch(unit.end_ns),
             completion_start_ns=(
                 self._epoch(unit.start_ns) + int(unit.ttfb_s * 1e9)
-                if unit.kind == "llm" and unit.ttfb_s is not None
+                if unit.kind == "llm"
+                and unit.ttfb_s is not None
+                and unit.text
+                # a first token after the end is not one (Pipecat stops a failed request's TTFB late)
+                and unit.start_ns + int(unit.ttfb_s * 1e9) <= unit.end_ns
                 else None
             ),
             model=model,
             input=unit.input if unit.kind == "llm" else (text if unit.kind == "tts" else None),
-            output=text if unit.kind != "tts" else None,
+            output=output,
             usage_details=usage or None,
             cost_details=cost,
             metadata=metadata,
+            level=level,
+            status_message=status_message,
+        )
+
+    def _export_tool(
+        self,
+        tool: _Tool,
+        end_ns: int,
+        *,
+        result: Any,
+        error: str | None = None,
+        cancelled: bool = False,
+        unfinished: bool = False,
+    ) -> None:
+        """One ``tool`` observation: the call's arguments in, its result out, under its turn."""
+        self._tools.pop(tool.call_id, None)
+        if self._writer is None:
+            return
+        metadata: dict[str, Any] = {"tool_call_id": tool.call_id, "turn": tool.turn.number, "processor": tool.processor}
+        level, status_message = None, None
+        if error:
+            level, status_message = "ERROR", str(error)
+        elif cancelled:
+            level, status_message = "WARNING", "cancelled"
+            metadata["cancelled"] = True
+        elif unfinished:
+            level, status_message = "WARNING", "no result before the call ended"
+        self._writer.tool(
+            parent=tool.turn.span,
+            name=tool.name,
+            start_ns=self._epoch(tool.start_ns),
+            end_ns=self._epoch(max(end_ns, tool.start_ns)),
+            input=tool.arguments,
+            output=result,
+            metadata=metadata,
+            level=level,
+            status_message=status_message,
         )
 
     def _flag_missing_usage(self, unit: _Unit, metadata: dict[str, Any]) -> None:
@@ -755,13 +966,24 @@ class VoiceObserver(BaseObserver):
         metadata: dict[str, Any] = {"turn": turn.number, "interrupted": interrupted}
         if turn.latency_s is not None:
             metadata["voice_to_voice_latency_s"] = round(turn.latency_s, 4)
-        self._writer.end_turn(
-            turn.span,
-            end_ns=self._epoch(end_ns),
-            input=" ".join(turn.user_text),
-            output="".join(turn.bot_text).strip(),
-            metadata=metadata,
-        )
+        turn.pending_end = {
+            "end_ns": self._epoch(end_ns),
+            "input": " ".join(turn.user_text),
+            "output": "".join(turn.bot_text).strip(),
+            "metadata": metadata,
+        }
+        if all(e.recovered for e in turn.errors):
+            self._end_turn_span(turn)
+
+    def _end_turn_span(self, turn: _Turn) -> None:
+        """End the turn's span (held while one of its errors may still recover)."""
+        pending, turn.pending_end = turn.pending_end, None
+        if pending is None or self._writer is None:
+            return
+        if turn.errors:
+            pending["metadata"]["errors"] = [{"processor": e.processor, **e.as_metadata()} for e in turn.errors]
+            pending["level"], pending["status_message"] = "ERROR", turn.errors[0].message
+        self._writer.end_turn(turn.span, **pending)
 
     # -- Helpers -----------------------------------------------------------------------------
 
@@ -900,6 +1122,13 @@ _GUESS_OUTPUT_WHEN_CUT = frozenset({"AnthropicLLMService", "AWSBedrockLLMService
 
 def _guesses_output_when_cut(service: FrameProcessor | None) -> bool:
     return service is not None and any(cls.__name__ in _GUESS_OUTPUT_WHEN_CUT for cls in type(service).__mro__)
+
+
+def _json_text(value: Any) -> str:
+    """Tool-call arguments as the JSON text an OpenAI-style message carries."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _service_name(unit: _Unit) -> str:

@@ -142,6 +142,8 @@ class ConversationSummary:
         models: Usage and cost per model: STT, LLM, then TTS, each in order of first use.
         spans: What happened to the trace's spans (sent, spooled, dropped, pending), or None when
             tracing is off or the client was built elsewhere.
+        errors: ``ErrorFrame``s the services pushed during the call.
+        unrecovered_errors: Those whose service did no successful work after them.
     """
 
     conversation_id: str
@@ -149,6 +151,8 @@ class ConversationSummary:
     turns: tuple[TurnSummary, ...]
     models: tuple[ModelUsage, ...]
     spans: SpanCounts | None = None
+    errors: int = 0
+    unrecovered_errors: int = 0
 
     @property
     def total_cost_usd(self) -> float:
@@ -189,6 +193,11 @@ class ConversationSummary:
             lines.append(
                 f"{estimated} call(s) ended without a usage report from the provider (e.g. cut by an "
                 "interruption): their usage was estimated, and is flagged usage_estimated in Langfuse."
+            )
+        if self.errors:
+            lines.append(
+                f"{self.errors} service error(s), {self.unrecovered_errors} not recovered: see the level ERROR "
+                "observations of the trace."
             )
         if self.spans is not None:
             lines.append("")

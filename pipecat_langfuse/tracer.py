@@ -203,6 +203,8 @@ class VoiceTracer:
                     "turns": len(summary.turns),
                     "interruptions": sum(t.interrupted for t in summary.turns),
                     "total_cost_usd": round(summary.total_cost_usd, 6),
+                    "errors": summary.errors,
+                    "unrecovered_errors": summary.unrecovered_errors,
                 },
             )
         except Exception as exc:  # noqa: BLE001 - tracing must not fail the call

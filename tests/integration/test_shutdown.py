@@ -37,7 +37,7 @@ from app.offline.services import end_call
 from pipecat_langfuse import TracingSettings, VoiceTracer
 from pipecat_langfuse.settings import DEFAULT_TRACE_NAME
 from tests.support.env import clean_environment
-from tests.support.langfuse_rules import INPUT, OUTPUT
+from tests.support.langfuse_rules import INPUT, OBSERVATION_TYPE, OUTPUT
 from tests.support.langfuse_server import LocalLangfuse, ReceivedSpan, StartLocalLangfuse
 from tests.support.processes import BOT, PROJECT_ROOT, assert_no_secret, run_command
 
@@ -376,10 +376,20 @@ def test_the_end_call_tool_ends_the_call_after_the_goodbye_which_is_traced_in_th
         [u.text, r] for u, r in zip(GOODBYE_SCRIPT.utterances, GOODBYE_SCRIPT.replies, strict=True)
     ]
     spans = server.spans
-    assert our_tree(spans) == [("turn 1", list(GENERATIONS)), ("turn 2", list(GENERATIONS))]
+    stt, llm, tts = GENERATIONS
+    assert our_tree(spans) == [("turn 1", list(GENERATIONS)), ("turn 2", [stt, llm, END_CALL_FUNCTION, tts])]
     goodbye = GOODBYE_SCRIPT.replies[-1]
     assert turn(spans, 2).attributes[OUTPUT] == goodbye
-    assert generation(spans, 2, "llm-completion").attributes[OUTPUT] == goodbye
-    assert generation(spans, 2, "text-to-speech").attributes[INPUT] == goodbye
+    # The goodbye and the tool call came in one response: both are the generation's output.
+    call_id = f"call_{END_CALL_FUNCTION}_2"
+    assert json.loads(generation(spans, 2, llm).attributes[OUTPUT]) == {
+        "role": "assistant",
+        "content": goodbye,
+        "tool_calls": [{"id": call_id, "type": "function", "function": {"name": END_CALL_FUNCTION, "arguments": "{}"}}],
+    }
+    tool = generation(spans, 2, END_CALL_FUNCTION)
+    assert tool.attributes[OBSERVATION_TYPE] == "tool"
+    assert (json.loads(tool.attributes[INPUT]), json.loads(tool.attributes[OUTPUT])) == ({}, {"status": "call ended"})
+    assert generation(spans, 2, tts).attributes[INPUT] == goodbye
     # Pipecat's own goodbye llm and tts spans are in the trace too, under its last turn (pipecat#3141).
     assert pipecat_tree(spans) == [("turn", ["stt", "llm", "tts"]), ("turn", ["stt", "llm", "tts"])]

@@ -18,6 +18,8 @@ from tests.support.langfuse_server import ReceivedSpan
 OBSERVATION_TYPE = "langfuse.observation.type"
 INPUT = "langfuse.observation.input"
 OUTPUT = "langfuse.observation.output"
+LEVEL = "langfuse.observation.level"
+STATUS_MESSAGE = "langfuse.observation.status_message"
 MODEL = "langfuse.observation.model.name"
 USAGE_DETAILS = "langfuse.observation.usage_details"
 COST_DETAILS = "langfuse.observation.cost_details"

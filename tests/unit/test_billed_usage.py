@@ -7,15 +7,12 @@ pipeline times (``tests.support.scripted_call``); the real Langfuse client write
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import bpe_openai  # type: ignore[import-untyped]  # ships no type information
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
@@ -36,12 +33,11 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.aggregators.llm_context import LLMContext
 
-from pipecat_langfuse import PriceTable, TracingSettings, VoiceTracer
+from pipecat_langfuse import PriceTable
 from tests.support.in_memory_langfuse import InMemoryLangfuse, in_memory_langfuse
-from tests.support.langfuse_rules import COST_DETAILS, METADATA, MODEL, OUTPUT, USAGE_DETAILS, observation_attributes
+from tests.support.langfuse_rules import COST_DETAILS, METADATA, MODEL, OUTPUT, USAGE_DETAILS
 from tests.support.logs import captured_logs
 from tests.support.scripted_call import (
-    MS,
     Script,
     ScriptedLLM,
     ScriptedSTT,
@@ -53,6 +49,8 @@ from tests.support.scripted_call import (
     tts_usage,
     tts_words,
 )
+from tests.support.scripted_export import Call
+from tests.support.scripted_export import run_call as run_scripted
 
 PUBLIC_KEY = "pk-lf-billed-usage"
 RATE = 16_000
@@ -66,24 +64,6 @@ def tokens(text: str) -> int:
     return len(O200K.encode(text))
 
 
-@dataclass
-class Call:
-    tracer: VoiceTracer
-    spans: list[ReadableSpan]
-
-    def generations(self, name: str) -> list[dict[str, Any]]:
-        """The attributes of the ``name`` generations, in start order, with their times (ms) added."""
-        found = sorted((s for s in self.spans if s.name == name), key=lambda s: s.start_time or 0)
-        start = min(s.start_time or 0 for s in self.spans if s.name == "voice-conversation")
-        return [
-            {
-                **observation_attributes(s.attributes or {}),
-                "times_ms": (((s.start_time or 0) - start) // MS, ((s.end_time or 0) - start) // MS),
-            }
-            for s in found
-        ]
-
-
 @pytest.fixture(scope="module")
 def langfuse() -> Iterator[InMemoryLangfuse]:
     langfuse = in_memory_langfuse(PUBLIC_KEY)
@@ -92,16 +72,7 @@ def langfuse() -> Iterator[InMemoryLangfuse]:
 
 
 def run_call(langfuse: InMemoryLangfuse, play: Callable[[Script], Awaitable[None]], prices: PriceTable) -> Call:
-    langfuse.clear()
-    settings = TracingSettings(enabled=True, public_key=PUBLIC_KEY, secret_key="sk-lf-in-memory")
-    tracer = VoiceTracer(settings, conversation_id="billed", prices=prices, client=langfuse.client)
-
-    async def main() -> None:
-        async with tracer.conversation():
-            await play(Script(tracer.observer))
-
-    asyncio.run(main())
-    return Call(tracer=tracer, spans=langfuse.spans())
+    return run_scripted(langfuse, play, prices, PUBLIC_KEY)
 
 
 def context(*messages: dict[str, str]) -> LLMContextFrame:

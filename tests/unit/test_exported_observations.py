@@ -488,6 +488,8 @@ def test_the_conversation_span_carries_the_call_totals_and_nothing_else(call: Ex
         "turns": 3,
         "interruptions": 1,
         "total_cost_usd": 0.003278,
+        "errors": 0,
+        "unrecovered_errors": 0,
     }
     assert attributes == {}
     assert len(call.spans) == 1 + 3 + 9

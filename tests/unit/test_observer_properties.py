@@ -50,7 +50,14 @@ from pipecat.frames.frames import (
     BotStoppedSpeakingFrame,
     CancelFrame,
     EndFrame,
+    ErrorFrame,
     Frame,
+    FunctionCallCancelFrame,
+    FunctionCallFromLLM,
+    FunctionCallInProgressFrame,
+    FunctionCallResultFrame,
+    FunctionCallsStartedFrame,
+    InputAudioRawFrame,
     InterruptionFrame,
     LLMContextFrame,
     LLMFullResponseEndFrame,
@@ -59,6 +66,7 @@ from pipecat.frames.frames import (
     MetricsFrame,
     StartFrame,
     TranscriptionFrame,
+    TTSAudioRawFrame,
     TTSStartedFrame,
     TTSStoppedFrame,
     UserStartedSpeakingFrame,
@@ -82,7 +90,15 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat_langfuse import PriceTable, TracingSettings, VoiceTracer
 from pipecat_langfuse._langfuse import build_client
 from pipecat_langfuse.pricing import ModelPrice
-from tests.support.langfuse_rules import COST_DETAILS, METADATA, MODEL, USAGE_DETAILS, observation_attributes
+from tests.support.langfuse_rules import (
+    COST_DETAILS,
+    LEVEL,
+    METADATA,
+    MODEL,
+    OUTPUT,
+    USAGE_DETAILS,
+    observation_attributes,
+)
 from tests.support.scripted_call import Script, ScriptedLLM, ScriptedSTT, ScriptedTTS, Transport, tts_words
 
 PUBLIC_KEY = "pk-lf-unit-observer-properties"  # the SDK keeps one client per public key
@@ -243,6 +259,32 @@ def context_frame(turn: int) -> LLMContextFrame:
 
 
 context_ids = st.sampled_from((None, "ctx-1", "ctx-2"))
+tool_ids = st.sampled_from(("call-1", "call-2"))
+
+
+def audio_frame(cls: type[InputAudioRawFrame] | type[TTSAudioRawFrame], size: int) -> Frame:
+    return cls(audio=b"\x00" * size, sample_rate=16_000, num_channels=1)
+
+
+def calls_started_frame(ids: list[str]) -> FunctionCallsStartedFrame:
+    calls = [FunctionCallFromLLM(function_name="f", tool_call_id=i, arguments={"x": 1}, context=None) for i in ids]
+    return FunctionCallsStartedFrame(function_calls=calls)
+
+
+def call_in_progress_frame(call_id: str) -> FunctionCallInProgressFrame:
+    return FunctionCallInProgressFrame(function_name="f", tool_call_id=call_id, arguments={"x": 1})
+
+
+def call_result_frame(call_id: str, error: str | None) -> FunctionCallResultFrame:
+    return FunctionCallResultFrame(
+        function_name="f", tool_call_id=call_id, arguments={"x": 1}, result={"ok": error is None}, error=error
+    )
+
+
+def error_frame(processor: FrameProcessor | None) -> ErrorFrame:
+    return ErrorFrame("it broke", processor=processor)
+
+
 gaps_ms = st.sampled_from((0, 0, 1, 10, 100, 499, 500, 501, 2000))
 
 FRAMES: st.SearchStrategy[tuple[FrameProcessor, Frame]] = st.one_of(
@@ -267,6 +309,20 @@ FRAMES: st.SearchStrategy[tuple[FrameProcessor, Frame]] = st.one_of(
     st.tuples(source(*TTS_SOURCES), st.builds(TTSStartedFrame, context_id=context_ids)),
     st.tuples(source(*TTS_SOURCES), st.builds(lambda c: tts_words("word", context_id=c), context_ids)),
     st.tuples(source(*TTS_SOURCES), st.builds(TTSStoppedFrame, context_id=context_ids)),
+    st.tuples(source(TRANSPORT), st.builds(audio_frame, st.just(InputAudioRawFrame), st.sampled_from((0, 320, 641)))),
+    st.tuples(
+        source(*TTS_SOURCES), st.builds(audio_frame, st.just(TTSAudioRawFrame), st.sampled_from((0, 480, 48_000)))
+    ),
+    st.tuples(source(*LLM_SOURCES), st.builds(calls_started_frame, st.lists(tool_ids, max_size=2))),
+    st.tuples(source(*LLM_SOURCES), st.builds(call_in_progress_frame, tool_ids)),
+    st.tuples(source(*LLM_SOURCES), st.builds(call_result_frame, tool_ids, st.sampled_from((None, "boom")))),
+    st.tuples(
+        source(*LLM_SOURCES), st.builds(FunctionCallCancelFrame, function_name=st.just("f"), tool_call_id=tool_ids)
+    ),
+    st.tuples(
+        st.sampled_from((TRANSPORT, *STT_SOURCES, *LLM_SOURCES, *TTS_SOURCES)),
+        st.builds(error_frame, st.sampled_from((None, *STT_SOURCES, *LLM_SOURCES, *TTS_SOURCES))),
+    ),
 )
 
 
@@ -401,6 +457,8 @@ def run_call(langfuse: InMemory, script: list[Push | Finish]) -> tuple[VoiceTrac
             if isinstance(step.frame, MetricsFrame) and not finished:
                 for item in step.frame.data:
                     sent.add(item)
+            if isinstance(step.frame, TTSAudioRawFrame) and not finished:
+                sent.bounds["output_audio_ms"] += len(step.frame.audio) / (16_000 * 2) * 1000
             await driver.push(driver.now_ms + step.after_ms, step.source, step.frame, direction=step.direction)
 
     async def main() -> None:
@@ -475,7 +533,8 @@ def test_no_sequence_of_frames_breaks_the_observer(langfuse: InMemory, script: l
         usage = attributes.get(USAGE_DETAILS) or {}
         cost = attributes.get(COST_DETAILS)
         estimated = (attributes.get(METADATA) or {}).get("usage_estimated", False)
-        if KIND_OF_GENERATION[generation.name] == "llm" and not usage:
+        failed_request = attributes.get(LEVEL) == "ERROR" and not attributes.get(OUTPUT)  # nothing billed
+        if KIND_OF_GENERATION[generation.name] == "llm" and not usage and not failed_request:
             raise AssertionError(f"an LLM generation without usage, estimated or reported: {attributes}")
         for key, value in usage.items():
             assert type(value) is int, (key, value)
@@ -493,8 +552,9 @@ def test_no_sequence_of_frames_breaks_the_observer(langfuse: InMemory, script: l
         else:
             exported_cost.setdefault(key, None)
     for key, total in per_key.items():
-        # The call's STT audio is rounded once, on its running total: at most 0.5 ms up.
-        slack = 0.5 + 1e-6 * sent.bounds[key] if key == "input_audio_ms" else 0
+        # Audio is rounded to milliseconds: STT once on the call's running total, TTS per generation.
+        slacks = {"input_audio_ms": 0.5 + 1e-6 * sent.bounds[key], "output_audio_ms": 0.5 * len(generations)}
+        slack = slacks.get(key, 0)
         assert total <= sent.bounds[key] + slack, (key, total, sent.bounds[key])
 
     # The summary is the sum of what was exported, per kind and model.

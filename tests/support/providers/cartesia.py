@@ -16,6 +16,13 @@ to the context's start) when ``add_timestamps`` is set, and ``done`` once a cont
 ``continue: false`` and all its audio went out. A cancelled context stops at once and gets nothing
 more. The ledger bills what Cartesia bills: the characters of every transcript submitted, per
 context, cancelled contexts included.
+
+Error injection (off by default): ``fail_context=i`` answers the ``i``-th context opened (0-based)
+with Cartesia's websocket error event once ``fail_after_chunks`` audio chunks of it went out:
+``{"type": "error", "context_id", "status_code", "done": true, "error"}`` (the format of the
+``Cartesia-Version`` Pipecat sends; newer versions add ``title``/``message``). That context then
+gets nothing more (no ``done``); its transcripts stay billed as submitted. ``ledger.errors`` keeps
+the error events sent.
 """
 
 from __future__ import annotations
@@ -58,6 +65,10 @@ class CartesiaContext:
     """Audio sent back."""
     first_message_ns: int = 0
     cancelled_ns: int | None = None
+    error: dict[str, Any] | None = None
+    """The error event the fake answered this context with (error injection)."""
+    chunks_sent: int = 0
+    will_fail: bool = field(default=False, repr=False)
 
     @property
     def characters(self) -> int:
@@ -83,6 +94,8 @@ class CartesiaLedger:
     cancels: list[str] = field(default_factory=list)
     """Context ids of the cancel messages, in order."""
     messages_after_cancel: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    """Error events sent (error injection), in order."""
 
     @property
     def characters(self) -> int:
@@ -103,6 +116,10 @@ class FakeCartesia(WebsocketFake):
         chunk_ms: Audio per ``chunk`` message.
         speedup: How many times faster than real time audio is sent.
         first_chunk_delay_s: Synthesis latency before a transcript's first chunk.
+        fail_context: Index (0-based, in opening order) of the context answered with an error event.
+        fail_after_chunks: Audio chunks of that context sent before the error event.
+        error_status: The error event's ``status_code``.
+        error_text: The error event's ``error``.
     """
 
     name = "fake-cartesia"
@@ -115,8 +132,16 @@ class FakeCartesia(WebsocketFake):
         chunk_ms: int = 100,
         speedup: float = 4.0,
         first_chunk_delay_s: float = 0.08,
+        fail_context: int | None = None,
+        fail_after_chunks: int = 0,
+        error_status: int = 500,
+        error_text: str = "Internal server error: synthesis failed",
     ) -> None:
         super().__init__()
+        self.fail_context = fail_context
+        self.fail_after_chunks = fail_after_chunks
+        self.error_status = error_status
+        self.error_text = error_text
         self.api_key = api_key
         self.chars_per_sec = chars_per_sec
         self.chunk_s = chunk_ms / 1000
@@ -177,6 +202,7 @@ class _Session:
                 model_id=str(message.get("model_id", "")),
                 sample_rate=int(output.get("sample_rate") or 44100),
                 first_message_ns=time.time_ns(),
+                will_fail=self.fake.fail_context == len(ledger.contexts),
             )
             ledger.contexts[context_id] = context
         transcript = str(message.get("transcript", ""))
@@ -185,7 +211,7 @@ class _Session:
         if transcript:
             context.transcripts.append(transcript)  # billed as submitted, even for a cancelled context
         keep_going = bool(message.get("continue", False))
-        if context.cancelled or context.closed:
+        if context.cancelled or context.closed or context.error is not None:
             return
         context.closed = not keep_going
         if context_id not in self.queues:
@@ -208,11 +234,15 @@ class _Session:
                 audio = _tone(duration, context.sample_rate, offset)
                 step = int(self.fake.chunk_s * context.sample_rate) * 2
                 for start in range(0, len(audio), step):
+                    if context.will_fail and context.chunks_sent >= self.fake.fail_after_chunks:
+                        await self._fail(context)
+                        return
                     piece = audio[start : start + step]
                     await self._send(
                         context, {"type": "chunk", "data": base64.b64encode(piece).decode(), "step_time": 0.0}
                     )
                     context.audio_bytes += len(piece)
+                    context.chunks_sent += 1
                     await asyncio.sleep(len(piece) / (2 * context.sample_rate) / self.fake.speedup)
                 offset += duration
             if not keep_going:
@@ -220,6 +250,20 @@ class _Session:
                 context.done = True
                 self.workers.pop(context.context_id, None)
                 return
+
+    async def _fail(self, context: CartesiaContext) -> None:
+        error = {
+            "type": "error",
+            "context_id": context.context_id,
+            "status_code": self.fake.error_status,
+            "done": True,
+            "error": self.fake.error_text,
+        }
+        context.error = error
+        self.fake.ledger.errors.append(error)
+        self.workers.pop(context.context_id, None)
+        with contextlib.suppress(ConnectionClosed):
+            await self.connection.send(json.dumps(error))
 
     async def _send(self, context: CartesiaContext, message: dict[str, Any]) -> None:
         payload = {**message, "context_id": context.context_id, "status_code": 206, "done": message["type"] == "done"}

@@ -16,6 +16,13 @@ completion as the tokens streamed (one token per content chunk) plus scripted re
 A reply is streamed one token per chunk, ``token_delay_s`` apart, so a barge-in can cut it: when
 the client goes away before the end, no usage chunk is sent and the ledger bills the prompt plus
 the tokens sent before the client went away (as OpenAI bills a cancelled stream).
+
+Error injection (off by default): with ``failures=n`` the first ``n`` requests are answered with
+HTTP ``failure_status`` and OpenAI's error body (``{"error": {"message", "type": "server_error",
+"param", "code"}}``), recorded in ``ledger.failures`` and billed nothing; the scripted replies
+start with the first request that succeeds. The openai client retries a 5xx ``max_retries`` (2)
+times before raising, so ``failures=3`` makes one Pipecat request fail (``failure_retry`` sets the
+``x-should-retry`` header the client obeys, to fail one request with one HTTP answer).
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ DATED_MODELS = {
     "gpt-4o": "gpt-4o-2024-08-06",
 }
 FALLBACK_REPLY = "Okay."
+SERVER_ERROR_MESSAGE = "The server had an error while processing your request. Sorry about that!"
 
 
 def count_tokens(text: str) -> int:
@@ -149,12 +157,25 @@ class Completion:
         return usage
 
 
+@dataclass(frozen=True)
+class FailedRequest:
+    """A request the fake answered with an injected error (nothing billed)."""
+
+    status: int
+    body: dict[str, Any]
+    """The error body sent."""
+    received_ns: int
+    messages: list[dict[str, Any]]
+
+
 @dataclass
 class OpenAILedger:
     """Every completion requested, in order."""
 
     completions: list[Completion] = field(default_factory=list)
     authorizations: list[str] = field(default_factory=list)
+    failures: list[FailedRequest] = field(default_factory=list)
+    """Requests answered with an injected error, in order (not in ``completions``: not billed)."""
 
     def totals(self) -> dict[str, int]:
         """Summed Langfuse usage details of every completion."""
@@ -173,6 +194,10 @@ class FakeOpenAI(ThreadedServer):
         api_key: The key the client must send (``Authorization: Bearer <key>``).
         first_token_delay_s: Delay before the first chunk.
         token_delay_s: Delay between two answer tokens.
+        failures: How many requests, from the first, get an injected HTTP error instead of an answer.
+        failure_status: The status of those answers (500: OpenAI's ``server_error``).
+        failure_retry: The ``x-should-retry`` header of those answers (None: not sent, the client
+            retries a 5xx by its own rules).
     """
 
     name = "fake-openai"
@@ -184,8 +209,14 @@ class FakeOpenAI(ThreadedServer):
         api_key: str = "sk-test-openai",
         first_token_delay_s: float = 0.15,
         token_delay_s: float = 0.01,
+        failures: int = 0,
+        failure_status: int = 500,
+        failure_retry: bool | None = None,
     ) -> None:
         super().__init__()
+        self.failures = failures
+        self.failure_status = failure_status
+        self.failure_retry = failure_retry
         self.replies = list(replies)
         self.api_key = api_key
         self.first_token_delay_s = first_token_delay_s
@@ -231,6 +262,9 @@ class FakeOpenAI(ThreadedServer):
                 {"error": {"message": "this fake only streams", "type": "invalid_request_error"}}, status=400
             )
 
+        if len(self.ledger.failures) < self.failures:
+            return self._fail(body)
+
         reply = self._next_reply()
         requested = str(body["model"])
         messages = list(body.get("messages", []))
@@ -264,6 +298,21 @@ class FakeOpenAI(ThreadedServer):
             completion.cut = not completion.finished
             raise
         return response
+
+    def _fail(self, body: dict[str, Any]) -> web.Response:
+        error = {"message": SERVER_ERROR_MESSAGE, "type": "server_error", "param": None, "code": None}
+        self.ledger.failures.append(
+            FailedRequest(
+                status=self.failure_status,
+                body={"error": error},
+                received_ns=time.time_ns(),
+                messages=list(body.get("messages", [])),
+            )
+        )
+        headers = {"x-request-id": f"req_{uuid.uuid4().hex[:24]}"}
+        if self.failure_retry is not None:
+            headers["x-should-retry"] = "true" if self.failure_retry else "false"
+        return web.json_response({"error": error}, status=self.failure_status, headers=headers)
 
     async def _stream(self, stream: _SSE, reply: Reply, pieces: list[str], include_usage: bool) -> None:
         completion = stream.completion
@@ -350,7 +399,9 @@ class _SSE:
 
 __all__ = [
     "DATED_MODELS",
+    "SERVER_ERROR_MESSAGE",
     "Completion",
+    "FailedRequest",
     "FakeOpenAI",
     "OpenAILedger",
     "Reply",
