@@ -199,7 +199,7 @@ async def bot(runner_args: RunnerArguments) -> None:
         runner_args, {"webrtc": lambda: TransportParams(audio_in_enabled=True, audio_out_enabled=True)}
     )
     stt, llm, tts = create_live_services(config.bot)
-    tracer = VoiceTracer(config.tracing, prices=config.prices, metadata={"mode": "live"})
+    tracer = VoiceTracer(config.tracing, prices=config.prices, metadata={"mode": "live"}, runner_args=runner_args)
     summary = await run_conversation(
         transport=transport,
         stt=stt,

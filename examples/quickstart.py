@@ -120,7 +120,8 @@ def build_worker(
 async def run_bot(transport: BaseTransport, runner_args: RunnerArguments) -> None:
     """Run one conversation over ``transport`` and log what it cost."""
     stt, llm, tts = create_services()
-    tracer = VoiceTracer(TracingSettings.from_env())  # a no-op exporter when ENABLE_TRACING is false
+    # A no-op exporter when ENABLE_TRACING is false; the session id is the call's (WebRTC peer, phone call...).
+    tracer = VoiceTracer(TracingSettings.from_env(), runner_args=runner_args)
     worker = build_worker(transport, stt, llm, tts, tracer)
 
     @transport.event_handler("on_client_connected")  # type: ignore[untyped-decorator]  # untyped in Pipecat

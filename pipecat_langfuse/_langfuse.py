@@ -479,6 +479,15 @@ class ObservationWriter:
             self.failures.report(action, exc)
 
 
+def set_trace_metadata(observation: LangfuseSpan, key: str, value: str) -> None:
+    """Add ``key: value`` to the trace's metadata, from a live observation of it.
+
+    ``propagate_attributes`` sets trace metadata only for spans started after it; a value known
+    later (e.g. the system prompt's hash) goes on one span, which the server merges into the trace.
+    """
+    _otel_span_of(observation).set_attribute(f"{LangfuseOtelSpanAttributes.TRACE_METADATA}.{key}", value)
+
+
 def span_counts(client: Langfuse, trace_id: str) -> SpanCounts | None:
     """Sent, spooled, dropped and pending spans of ``trace_id`` on ``client``'s exporter.
 

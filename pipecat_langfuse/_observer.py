@@ -26,14 +26,17 @@ checks this against random sequences of frames.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal, TypeVar, cast
 
+from langfuse.model import PromptClient
 from loguru import logger
 from pipecat.frames.frames import (
     AudioRawFrame,
@@ -225,15 +228,24 @@ class VoiceObserver(BaseObserver):
         writer: Where to send observations; None records for the summary only.
         failures: Where failures are reported; the writer's own when there is a writer, so a
             call has one count.
+        prompt: The Langfuse prompt the LLM's instructions come from; LLM generations link to it.
     """
 
     def __init__(
-        self, *, prices: PriceTable, writer: ObservationWriter | None = None, failures: FailureLog | None = None
+        self,
+        *,
+        prices: PriceTable,
+        writer: ObservationWriter | None = None,
+        failures: FailureLog | None = None,
+        prompt: PromptClient | None = None,
     ) -> None:
         """Create the observer (it sees each frame once)."""
         super().__init__(observe_every_push=False)
         self._prices = prices
         self._writer = writer
+        self._prompt = prompt
+        self.system_prompt_sha256: str | None = None
+        """SHA-256 (hex) of the first LLM call's system prompt, once one was seen."""
         self.failures = failures or (writer.failures if writer is not None else FailureLog())
         entries = (
             _entry(StartFrame, self._on_start),
@@ -830,6 +842,11 @@ class VoiceObserver(BaseObserver):
         if unit.kind == "stt":
             metadata["audio_seconds"] = round(unit.audio_seconds, 6)
             metadata["transcripts"] = len(unit.text)
+        prompt_hash = _system_prompt_hash(unit.input) if unit.kind == "llm" else None
+        if prompt_hash is not None:
+            metadata["system_prompt_sha256"] = prompt_hash
+            if self.system_prompt_sha256 is None:
+                self.system_prompt_sha256 = prompt_hash
         text = _join_text(unit)
         level, status_message = None, None
         if unit.errors:
@@ -861,6 +878,7 @@ class VoiceObserver(BaseObserver):
             metadata=metadata,
             level=level,
             status_message=status_message,
+            prompt=self._prompt if unit.kind == "llm" else None,
         )
 
     def _export_tool(
@@ -1122,6 +1140,23 @@ _GUESS_OUTPUT_WHEN_CUT = frozenset({"AnthropicLLMService", "AWSBedrockLLMService
 
 def _guesses_output_when_cut(service: FrameProcessor | None) -> bool:
     return service is not None and any(cls.__name__ in _GUESS_OUTPUT_WHEN_CUT for cls in type(service).__mro__)
+
+
+def _system_prompt_hash(messages: Any) -> str | None:
+    """SHA-256 (hex) of the text of the first ``system`` message of an LLM call's input."""
+    if not isinstance(messages, list) or not messages:
+        return None
+    first = messages[0]
+    if not isinstance(first, dict) or first.get("role") != "system":
+        return None
+    content = first.get("content")
+    text = content if isinstance(content, str) else _json_text(content)
+    return _hash_text(text)
+
+
+@lru_cache(maxsize=32)
+def _hash_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _json_text(value: Any) -> str:

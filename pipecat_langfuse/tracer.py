@@ -28,6 +28,7 @@ from contextlib import ExitStack, asynccontextmanager, suppress
 from typing import Any
 
 from langfuse import Langfuse, propagate_attributes
+from langfuse.model import PromptClient
 from loguru import logger
 from opentelemetry import context as otel_context
 from pipecat.observers.base_observer import BaseObserver
@@ -37,9 +38,11 @@ from pipecat_langfuse._langfuse import (
     build_client,
     conversation_open,
     demote_pipecat_spans,
+    set_trace_metadata,
     span_counts,
 )
 from pipecat_langfuse._observer import VoiceObserver
+from pipecat_langfuse._runner import correlate
 from pipecat_langfuse.pricing import PriceTable
 from pipecat_langfuse.settings import LANGFUSE_FLUSH_TIMEOUT, TracingSettings
 from pipecat_langfuse.summary import ConversationSummary
@@ -55,6 +58,12 @@ class VoiceTracer:
         metadata: Extra trace metadata for this conversation.
         prices: Price table; defaults to the built-in one plus ``settings.pricing_file``.
         client: Langfuse client to use instead of building one from ``settings``.
+        runner_args: The ``RunnerArguments`` Pipecat's runner gave the bot: the session id becomes
+            the telephony call id (Twilio, Telnyx…: ``runner_args.call_data``), the SmallWebRTC
+            peer connection id, the Vonage session id or the runner's session id, and the ids
+            found go into the trace metadata, so a trace can be found from the call's record.
+        prompt: A Langfuse prompt (``langfuse.get_prompt(...)``) the LLM's instructions come
+            from: every LLM generation links to it, so Langfuse shows its metrics by version.
     """
 
     def __init__(
@@ -66,13 +75,18 @@ class VoiceTracer:
         metadata: Mapping[str, str] | None = None,
         prices: PriceTable | None = None,
         client: Langfuse | None = None,
+        runner_args: Any = None,
+        prompt: PromptClient | None = None,
     ) -> None:
         """Build the observer, and the Langfuse client only when tracing is enabled."""
         self.settings = settings
-        self.conversation_id = conversation_id or settings.conversation_id or str(uuid.uuid4())
+        runner = correlate(runner_args) if runner_args is not None else None
+        self.conversation_id = (
+            conversation_id or (runner and runner.session_id) or settings.conversation_id or str(uuid.uuid4())
+        )
         self.prices = prices if prices is not None else PriceTable.load(settings.pricing_file)
         self._tags = list(dict.fromkeys([*settings.tags, *tags]))
-        self._metadata = dict(metadata or {})
+        self._metadata = {**(runner.metadata if runner is not None else {}), **(metadata or {})}
         self._writer: ObservationWriter | None = None
         self._entered = False
         self._flushed: bool | None = None
@@ -82,7 +96,12 @@ class VoiceTracer:
             demote_pipecat_spans(client)
             self._writer = ObservationWriter(client)
             self.trace_id = Langfuse.create_trace_id(seed=self.conversation_id)
-        self.observer = VoiceObserver(prices=self.prices, writer=self._writer)
+        self.observer = VoiceObserver(prices=self.prices, writer=self._writer, prompt=prompt)
+
+    @property
+    def trace_metadata(self) -> dict[str, str]:
+        """The metadata every span of the conversation carries (runner ids, then the ``metadata`` given)."""
+        return dict(self._metadata)
 
     @property
     def enabled(self) -> bool:
@@ -207,6 +226,9 @@ class VoiceTracer:
                     "unrecovered_errors": summary.unrecovered_errors,
                 },
             )
+            prompt_hash = self.observer.system_prompt_sha256
+            if prompt_hash is not None:  # trace metadata: filterable on the trace itself
+                set_trace_metadata(root, "system_prompt_sha256", prompt_hash)
         except Exception as exc:  # noqa: BLE001 - tracing must not fail the call
             logger.warning(f"Could not finish the Langfuse trace: {exc!r}")
 

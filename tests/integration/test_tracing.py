@@ -7,6 +7,7 @@ each test asserts one aspect of what Langfuse received.
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 from collections import Counter
 from collections.abc import Iterator
@@ -301,6 +302,8 @@ def test_llm_generations_are_exactly_the_tokens_context_and_reply(call: TracedCa
             "processor": llm,
             "turn": i + 1,
             **price_metadata(PRICES, SIMULATED_LLM_MODEL),
+            # The bot's system prompt (its LLM's system_instruction), hashed.
+            "system_prompt_sha256": hashlib.sha256(SYSTEM_PROMPT.encode()).hexdigest(),
             "processing_s": round(processing[i], 4),
         }
         assert attributes == {}, generation.name

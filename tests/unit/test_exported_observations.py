@@ -19,6 +19,7 @@ wall clock reads 2027-01-15T08:00:00Z):
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import re
 from collections.abc import Iterator
@@ -88,6 +89,7 @@ PUBLIC_KEY = "pk-lf-unit-exported-observations"  # the SDK keeps one client per 
 CONVERSATION_ID = "conv-scripted"
 WALL_CLOCK_AT_START_NS = 1_800_000_000 * 10**9  # 2027-01-15T08:00:00Z
 SYSTEM = {"role": "system", "content": "Be brief."}
+SYSTEM_PROMPT_SHA256 = hashlib.sha256(b"Be brief.").hexdigest()
 
 
 def BUILTIN_PRICE(entry: str) -> dict[str, str]:  # noqa: N802 - reads as the constant it stands for
@@ -440,7 +442,12 @@ def test_llm_generations_are_exactly_the_tokens_and_the_context(call: ExportedCa
         assert attributes.pop(COST_DETAILS) == cost
         # Start + TTFB: 2027-01-15T08:00:02.700000Z for the first.
         assert attributes.pop(COMPLETION_START_TIME) == f"2027-01-15T08:00:{first_token / 1000:09.6f}Z"
-        assert attributes.pop(METADATA) == {"processor": llm.name, **BUILTIN_PRICE("acme-llm"), **metadata}
+        assert attributes.pop(METADATA) == {
+            "processor": llm.name,
+            **BUILTIN_PRICE("acme-llm"),
+            "system_prompt_sha256": SYSTEM_PROMPT_SHA256,
+            **metadata,
+        }
         assert attributes == {}, text
 
 
@@ -481,6 +488,8 @@ def test_the_conversation_span_carries_the_call_totals_and_nothing_else(call: Ex
     assert attributes.pop(IS_APP_ROOT) is True
     assert attributes.pop(INPUT) == "Hi, are you there?"
     assert attributes.pop(OUTPUT) == "Okay."
+    # Known once the first LLM call is seen: set on the root for the trace's metadata.
+    assert attributes.pop("langfuse.trace.metadata.system_prompt_sha256") == SYSTEM_PROMPT_SHA256
     # 994 + 1154 + 800 ms of audio, 110 + 10 tokens, 20 characters:
     # 0.002948 + (0.00003 + 0.000046 + 0.000054) + 0.0002 = 0.003278 USD.
     assert attributes.pop(METADATA) == {
