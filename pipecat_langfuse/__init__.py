@@ -2,7 +2,8 @@
 
 One conversation becomes one Langfuse trace, with a span per turn and a generation per unit of
 STT, LLM and TTS work: its model, start and end, text, TTFB, integer ``usage_details`` and
-``cost_details`` in USD. Costs are computed locally from a price table, so STT and TTS are priced
+``cost_details`` in USD, and where its price came from. Tool calls are ``tool`` observations, and
+service errors mark the observation they hit. Costs are computed locally from a price table, so STT and TTS are priced
 too. Pipecat's own spans (``enable_tracing=True``) join the same trace as plain spans, so every
 usage report is counted once. Tracing never blocks or breaks the call: observations go through
 the Langfuse SDK's background exporter, and the final flush runs in a worker thread, bounded by
@@ -45,6 +46,8 @@ Public API (``__all__``):
 * :class:`VoiceTracer`: traces one conversation. Gives the worker its ``observers``,
   ``enabled`` and ``conversation_id``; ``conversation()`` wraps the run; ``summary()`` tells
   what the call did and cost; ``client`` is the Langfuse client (None when tracing is off).
+  ``VoiceTracer(settings, runner_args=runner_args)`` takes the session id from the call (phone
+  call id, WebRTC peer); ``prompt=`` links LLM generations to a Langfuse prompt.
 * :class:`TracingSettings`: the configuration, frozen; ``TracingSettings.from_env()`` reads it.
 * :class:`SettingsError`: a configuration value is missing or invalid (a ``ValueError``).
 * :class:`PriceTable`: model prices, the built-in table plus ``PRICING_FILE``

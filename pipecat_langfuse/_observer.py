@@ -13,6 +13,10 @@ speaks stays in that turn and the call's total is exactly what was reported. An 
 that ends without a usage report (cut by a barge-in) is estimated (:mod:`._estimate`) and
 flagged ``usage_estimated``. Each generation's metadata says where its price came from.
 
+Function calls become ``tool`` observations under their turn. An ``ErrorFrame`` marks the failing
+service's generation (else the turn) level ERROR; an errored observation is exported once it is
+known whether its service worked again (``recovered``), or at the end of the call.
+
 The handler runs in the observer's own task, once per frame (``observe_every_push=False``).
 It is a type-table dispatch, to handlers typed by the frame class they take, that never
 awaits and never raises: a failure is logged once and the call goes on.
@@ -282,7 +286,6 @@ class VoiceObserver(BaseObserver):
         self._open: dict[str, _Unit] = {}
         self._settling: deque[_Unit] = deque()
         self._pending_llm_input: list[Any] | None = None
-        self._user_started_ns: int | None = None
         self._bot_speaking = False
         self._usage: dict[tuple[ServiceKind, str], ModelUsage] = {}
         self._input_audio_s = 0.0
@@ -395,7 +398,6 @@ class VoiceObserver(BaseObserver):
     def _on_user_started(self, data: FramePushed, frame: UserStartedSpeakingFrame) -> None:
         if _is_upstream_copy(data):
             return
-        self._user_started_ns = data.timestamp
         turn = self._current_turn(data.timestamp)
         if self._bot_speaking or turn.bot_spoke:
             self._end_turn(turn, data.timestamp, interrupted=self._bot_speaking)
@@ -755,16 +757,12 @@ class VoiceObserver(BaseObserver):
         return unit
 
     def _open_unit(self, data: FramePushed, kind: ServiceKind) -> _Unit:
-        start_ns = data.timestamp
-        if kind == "stt" and self._user_started_ns is not None:
-            start_ns = min(start_ns, self._user_started_ns)  # the audio began when the user did
-            self._user_started_ns = None
         unit = _Unit(
             kind=kind,
             processor=data.source.name,
             model=_settings_model(data.source),
             turn=self._current_turn(data.timestamp),
-            start_ns=start_ns,
+            start_ns=data.timestamp,
             last_ns=data.timestamp,
             input=self._take_llm_input(data.source) if kind == "llm" else None,
             source=data.source,

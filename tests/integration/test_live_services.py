@@ -2,9 +2,9 @@
 
 The services are built by ``app.live.create_live_services`` from ``BotSettings`` pointing at fakes on
 127.0.0.1 (tests/support/providers/), and run by ``app.bot.run_conversation`` with the scripted caller
-transport and the tracer exporting to the local Langfuse endpoint. Each fake keeps a ledger of what its
-provider would bill; the tests assert that the usage Langfuse receives equals it exactly, per
-generation and in total.
+transport and the tracer exporting to the local Langfuse endpoint (the harness in
+tests/support/live_call.py). Each fake keeps a ledger of what its provider would bill; the tests
+assert that the usage Langfuse receives equals it exactly, per generation and in total.
 
 Three short real-time calls, one per module fixture: a normal 3-turn call, a tool call whose usage has
 cached and reasoning tokens, and a barge-in that cuts a streamed LLM response and cancels the Cartesia
@@ -15,25 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from pipecat.frames.frames import BotStartedSpeakingFrame, BotStoppedSpeakingFrame
 from pipecat.metrics.metrics import LLMUsageMetricsData, TTFBMetricsData
-from pipecat.observers.base_observer import FramePushed
-from pipecat.services.llm_service import FunctionCallParams
 
-from app.bot import run_conversation
-from app.config import SYSTEM_PROMPT, BotSettings
-from app.live import create_live_services
-from app.offline import CallerScript, StartAnchor, Utterance, create_offline_services
-from pipecat_langfuse import PriceTable, TracingSettings, VoiceTracer
+from app.config import SYSTEM_PROMPT
+from app.offline import CallerScript, StartAnchor, Utterance
+from pipecat_langfuse import PriceTable
 from pipecat_langfuse._observer import llm_usage_details
-from tests.support.conversation import Witness
 from tests.support.langfuse_rules import (
     COST_DETAILS,
     INPUT,
@@ -47,6 +39,7 @@ from tests.support.langfuse_rules import (
     observation_type,
 )
 from tests.support.langfuse_server import LocalLangfuse, ReceivedSpan, StartLocalLangfuse
+from tests.support.live_call import LiveCall, returning, run_live_call
 from tests.support.otel_global import fresh_global_tracer_provider
 from tests.support.providers.cartesia import FakeCartesia
 from tests.support.providers.deepgram import FakeDeepgram, split_in_two
@@ -104,136 +97,7 @@ BARGE_IN = CallerScript(
 BARGE_IN_TOKEN_DELAY_S = 0.12
 
 
-# -- Running a call --------------------------------------------------------------------------------
-
-
-class SpeakingWitness(Witness):
-    """The Witness, plus when (wall clock) the bot started and stopped speaking."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.bot_speaking: list[tuple[str, int]] = []
-
-    async def on_push_frame(self, data: FramePushed) -> None:
-        await super().on_push_frame(data)
-        frame = data.frame
-        if (
-            isinstance(frame, (BotStartedSpeakingFrame, BotStoppedSpeakingFrame))
-            and data.direction.name == "DOWNSTREAM"
-        ):
-            self.bot_speaking.append((type(frame).__name__, time.time_ns()))
-
-    def speaking_windows(self) -> list[tuple[int, int]]:
-        """(start, stop) wall-clock times of each stretch of bot speech."""
-        windows, started = [], None
-        for name, at in self.bot_speaking:
-            if name == "BotStartedSpeakingFrame" and started is None:
-                started = at
-            elif name == "BotStoppedSpeakingFrame" and started is not None:
-                windows.append((started, at))
-                started = None
-        return windows
-
-
-@dataclass
-class LiveCall:
-    """One finished call through the live services: what Langfuse received and what the fakes billed."""
-
-    script: CallerScript
-    tracer: VoiceTracer
-    summary: Any
-    witness: SpeakingWitness
-    spans: list[ReceivedSpan]
-    deepgram: FakeDeepgram
-    openai: FakeOpenAI
-    cartesia: FakeCartesia
-    processors: dict[str, str]
-    tool_calls: list[dict[str, Any]]
-    seconds: float
-
-    def ours(self) -> list[ReceivedSpan]:
-        return [s for s in self.spans if s.scope == "langfuse-sdk"]
-
-    def turns(self) -> list[ReceivedSpan]:
-        return sorted((s for s in self.ours() if s.name.startswith("turn ")), key=lambda s: s.start_ns)
-
-    def generations(self, name: str) -> list[ReceivedSpan]:
-        return sorted((s for s in self.ours() if s.name == name), key=lambda s: s.start_ns)
-
-    def turn_number(self, span: ReceivedSpan) -> int:
-        return [t.span_id for t in self.turns()].index(span.parent_span_id or "") + 1
-
-
-def settings_for(server: LocalLangfuse) -> TracingSettings:
-    return TracingSettings(
-        enabled=True, public_key=server.public_key, secret_key=server.secret_key, base_url=server.url
-    )
-
-
-def run_live_call(
-    server: LocalLangfuse,
-    script: CallerScript,
-    *,
-    conversation_id: str,
-    replies: tuple[Reply, ...] | None = None,
-    token_delay_s: float = 0.01,
-    tool: str | None = None,
-) -> LiveCall:
-    """Run ``script`` through the live bot's services, pointed at fresh fakes, traced to ``server``."""
-    spans_before = len(server.spans)
-    tool_calls: list[dict[str, Any]] = []
-    with (
-        FakeDeepgram([u.text for u in script.utterances]) as deepgram,
-        FakeOpenAI(replies or tuple(Reply(r) for r in script.replies), token_delay_s=token_delay_s) as openai,
-        FakeCartesia() as cartesia,
-    ):
-        settings = BotSettings.from_env(
-            {
-                "DEEPGRAM_API_KEY": deepgram.api_key,
-                "DEEPGRAM_BASE_URL": deepgram.base_url,
-                "OPENAI_API_KEY": openai.api_key,
-                "OPENAI_BASE_URL": openai.base_url,
-                "CARTESIA_API_KEY": cartesia.api_key,
-                "CARTESIA_URL": cartesia.url,
-            }
-        )
-        stt, llm, tts = create_live_services(settings)
-        if tool is not None:
-
-            async def handler(params: FunctionCallParams) -> None:
-                tool_calls.append(dict(params.arguments))
-                await params.result_callback({"time": "12:00"})
-
-            llm.register_function(tool, handler)
-        caller = create_offline_services(script)  # the scripted caller's transport and turn strategies
-        tracer = VoiceTracer(settings_for(server), conversation_id=conversation_id, prices=PRICES)
-        witness = SpeakingWitness()
-        started = time.monotonic()
-        summary = asyncio.run(
-            run_conversation(
-                transport=caller.transport,
-                stt=stt,
-                llm=llm,
-                tts=tts,
-                tracer=tracer,
-                user_params=caller.user_params,
-                observers=[witness],
-            )
-        )
-        seconds = time.monotonic() - started
-    return LiveCall(
-        script=script,
-        tracer=tracer,
-        summary=summary,
-        witness=witness,
-        spans=server.spans[spans_before:],
-        deepgram=deepgram,
-        openai=openai,
-        cartesia=cartesia,
-        processors={"stt": stt.name, "llm": llm.name, "tts": tts.name},
-        tool_calls=tool_calls,
-        seconds=seconds,
-    )
+# -- Calls ---------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -249,17 +113,30 @@ def server(module_local_langfuse: StartLocalLangfuse) -> LocalLangfuse:
 
 @pytest.fixture(scope="module")
 def normal(server: LocalLangfuse) -> LiveCall:
-    return run_live_call(server, NORMAL, conversation_id="live-normal")
+    return run_live_call(server, NORMAL, conversation_id="live-normal", prices=PRICES)
 
 
 @pytest.fixture(scope="module")
 def tool_call(server: LocalLangfuse) -> LiveCall:
-    return run_live_call(server, TOOL_SCRIPT, conversation_id="live-tool", replies=TOOL_REPLIES, tool="get_time")
+    return run_live_call(
+        server,
+        TOOL_SCRIPT,
+        conversation_id="live-tool",
+        prices=PRICES,
+        openai=FakeOpenAI(TOOL_REPLIES),
+        tools={"get_time": returning({"time": "12:00"})},
+    )
 
 
 @pytest.fixture(scope="module")
 def barge_in(server: LocalLangfuse) -> LiveCall:
-    return run_live_call(server, BARGE_IN, conversation_id="live-barge-in", token_delay_s=BARGE_IN_TOKEN_DELAY_S)
+    return run_live_call(
+        server,
+        BARGE_IN,
+        conversation_id="live-barge-in",
+        prices=PRICES,
+        openai=FakeOpenAI(tuple(Reply(r) for r in BARGE_IN.replies), token_delay_s=BARGE_IN_TOKEN_DELAY_S),
+    )
 
 
 def usage(span: ReceivedSpan) -> dict[str, int]:

@@ -53,7 +53,7 @@ from tests.support.langfuse_rules import (
     observation_attributes,
 )
 from tests.support.langfuse_server import LocalLangfuse, ReceivedSpan, StartLocalLangfuse
-from tests.support.live_call import LiveCall, run_live_call
+from tests.support.live_call import LiveCall, returning, run_live_call
 from tests.support.otel_global import fresh_global_tracer_provider
 from tests.support.providers.cartesia import FakeCartesia
 from tests.support.providers.openai import SERVER_ERROR_MESSAGE, FakeOpenAI, Reply, ToolCall
@@ -129,27 +129,18 @@ def server(module_local_langfuse: StartLocalLangfuse) -> LocalLangfuse:
 
 @pytest.fixture(scope="module")
 def tool_ok(server: LocalLangfuse) -> LiveCall:
-    arguments: list[dict[str, Any]] = []
-
-    async def get_time(params: FunctionCallParams) -> None:
-        arguments.append(dict(params.arguments))
-        await asyncio.sleep(TOOL_SECONDS)
-        await params.result_callback(TOOL_RESULT)
-
     replies = (
         Reply(tool_call=ToolCall(TOOL, TOOL_ARGUMENTS, id="call_time_1")),
         Reply("It is noon in London."),
     )
-    call = run_live_call(
+    return run_live_call(
         server,
         TOOL_SCRIPT,
         conversation_id="live-tool-ok",
         prices=PRICES,
         openai=FakeOpenAI(replies),
-        tools={TOOL: get_time},
+        tools={TOOL: returning(TOOL_RESULT, after_s=TOOL_SECONDS)},
     )
-    call.tool_calls = arguments
-    return call
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +178,6 @@ def tts_failure(server: LocalLangfuse) -> LiveCall:
         TTS_FAILURE_SCRIPT,
         conversation_id="live-cartesia-error",
         prices=PRICES,
-        openai=FakeOpenAI(tuple(Reply(r) for r in TTS_FAILURE_SCRIPT.replies)),
         cartesia=FakeCartesia(fail_context=0, fail_after_chunks=2, error_text=CARTESIA_ERROR),
         patience_s=3.0,
     )
@@ -195,10 +185,6 @@ def tts_failure(server: LocalLangfuse) -> LiveCall:
 
 @pytest.fixture(scope="module")
 def tool_cancelled(server: LocalLangfuse) -> LiveCall:
-    async def get_time(params: FunctionCallParams) -> None:
-        await asyncio.sleep(5.0)
-        await params.result_callback(TOOL_RESULT)
-
     replies = (Reply(tool_call=ToolCall(TOOL, TOOL_ARGUMENTS, id="call_cancel_1")), Reply("Okay."))
     return run_live_call(
         server,
@@ -206,7 +192,7 @@ def tool_cancelled(server: LocalLangfuse) -> LiveCall:
         conversation_id="live-tool-cancelled",
         prices=PRICES,
         openai=FakeOpenAI(replies),
-        tools={TOOL: get_time},
+        tools={TOOL: returning(TOOL_RESULT, after_s=5.0)},
         patience_s=1.2,
     )
 

@@ -1,11 +1,11 @@
 """One real-time call through the live bot's services (Deepgram, OpenAI, Cartesia) pointed at local fakes.
 
-The harness of tests/integration/test_live_services.py, generalised for calls that go wrong: the
-caller may pass fakes configured to fail (error injection), any number of tool handlers, and a
-"patient" caller who speaks the next utterance when the bot has not started a reply after
-``patience_s`` (a failed LLM request leaves the bot silent; the scripted caller would otherwise
-wait for its reply for 20 s and hang up). The witness records, with wall-clock times, the frames
-the observer is specified on: ``ErrorFrame`` and the function-call frames.
+The harness of tests/integration/test_live_services.py and test_live_tools_errors.py. The caller may
+pass fakes configured to fail (error injection), any number of tool handlers (:func:`returning` makes
+the usual one), and a "patient" caller who speaks the next utterance when the bot has not started a
+reply after ``patience_s`` (a failed LLM request leaves the bot silent; the scripted caller would
+otherwise wait for its reply for 20 s and hang up). The witness records, with wall-clock times, bot
+speech and the frames the observer is specified on: ``ErrorFrame`` and the function-call frames.
 
 Services are built by ``app.live.create_live_services`` from ``BotSettings`` pointing at the fakes,
 run by ``app.bot.run_conversation`` with the scripted caller transport, traced by ``VoiceTracer``
@@ -42,7 +42,7 @@ from tests.support.conversation import Witness
 from tests.support.langfuse_server import LocalLangfuse, ReceivedSpan
 from tests.support.providers.cartesia import FakeCartesia
 from tests.support.providers.deepgram import FakeDeepgram
-from tests.support.providers.openai import FakeOpenAI
+from tests.support.providers.openai import FakeOpenAI, Reply
 
 ToolHandler = Callable[[FunctionCallParams], Awaitable[None]]
 
@@ -149,6 +149,7 @@ class LiveCall:
     cartesia: FakeCartesia
     processors: dict[str, str]
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    """The arguments of each tool call the LLM made, in order."""
     seconds: float = 0.0
 
     def ours(self) -> list[ReceivedSpan]:
@@ -176,6 +177,17 @@ def tracing_settings(server: LocalLangfuse) -> TracingSettings:
     )
 
 
+def returning(result: Any, *, after_s: float = 0.0) -> ToolHandler:
+    """A tool handler that answers ``result`` after ``after_s`` seconds."""
+
+    async def handler(params: FunctionCallParams) -> None:
+        if after_s:
+            await asyncio.sleep(after_s)
+        await params.result_callback(result)
+
+    return handler
+
+
 def make_patient(caller_input: Any, patience_s: float) -> None:
     """Make the scripted caller speak its next utterance when the bot stays silent ``patience_s``.
 
@@ -197,13 +209,21 @@ def make_patient(caller_input: Any, patience_s: float) -> None:
     caller_input._anchor = anchor
 
 
+def _recording(handler: ToolHandler, arguments: list[dict[str, Any]]) -> ToolHandler:
+    async def recording(params: FunctionCallParams) -> None:
+        arguments.append(dict(params.arguments))
+        await handler(params)
+
+    return recording
+
+
 def run_live_call(
     server: LocalLangfuse,
     script: CallerScript,
     *,
     conversation_id: str,
     prices: PriceTable,
-    openai: FakeOpenAI,
+    openai: FakeOpenAI | None = None,
     cartesia: FakeCartesia | None = None,
     deepgram: FakeDeepgram | None = None,
     tools: Mapping[str, ToolHandler] | None = None,
@@ -212,15 +232,19 @@ def run_live_call(
     """Run ``script`` through the live bot's services pointed at the given fakes (started here), traced to ``server``.
 
     Args:
-        openai: The (not yet started) fake OpenAI, with its replies and error injection.
+        openai: The (not yet started) fake OpenAI, with its replies and error injection (default:
+            a plain one answering the script's replies).
         cartesia: The fake Cartesia (default: a plain one).
         deepgram: The fake Deepgram (default: one transcribing the script's utterances).
-        tools: Handlers registered on the LLM by function name.
+        tools: Handlers registered on the LLM by function name; the arguments of each call are
+            recorded in :attr:`LiveCall.tool_calls` before the handler runs.
         patience_s: See :func:`make_patient`; None keeps the scripted caller as it is.
     """
     spans_before = len(server.spans)
     deepgram = deepgram or FakeDeepgram([u.text for u in script.utterances])
+    openai = openai or FakeOpenAI(tuple(Reply(r) for r in script.replies))
     cartesia = cartesia or FakeCartesia()
+    tool_calls: list[dict[str, Any]] = []
     with deepgram, openai, cartesia:
         settings = BotSettings.from_env(
             {
@@ -234,7 +258,7 @@ def run_live_call(
         )
         stt, llm, tts = create_live_services(settings)
         for name, handler in (tools or {}).items():
-            llm.register_function(name, handler)
+            llm.register_function(name, _recording(handler, tool_calls))
         caller = create_offline_services(script)  # the scripted caller's transport and turn strategies
         if patience_s is not None:
             make_patient(caller.transport.input(), patience_s)
@@ -263,6 +287,7 @@ def run_live_call(
         openai=openai,
         cartesia=cartesia,
         processors={"stt": stt.name, "llm": llm.name, "tts": tts.name},
+        tool_calls=tool_calls,
         seconds=seconds,
     )
 
@@ -274,6 +299,7 @@ __all__ = [
     "SeenFunctionFrame",
     "ToolHandler",
     "make_patient",
+    "returning",
     "run_live_call",
     "tracing_settings",
 ]
