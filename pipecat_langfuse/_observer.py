@@ -801,20 +801,8 @@ class VoiceObserver(BaseObserver):
             (p for name in names if (p := self._prices.find(name, unit.kind, service=service)) is not None), None
         )
         model = names[0]
-        usage = _usage_details(unit)
         metadata: dict[str, Any] = {"processor": unit.processor, "turn": unit.turn.number}
-        if unit.kind == "llm" and unit.llm_usage is None and unit.errors and not unit.text:
-            usage = {}  # the request failed: nothing was generated, nothing billed
-        elif unit.kind == "llm" and unit.llm_usage is None:
-            usage = self._estimate_llm_usage(unit, model, metadata)
-        elif unit.kind == "llm" and unit.cut and _guesses_output_when_cut(unit.source):
-            usage = self._count_llm_output(unit, model, usage, metadata)
-        elif price is not None and price.audio_tokens_per_second is not None:
-            usage = _with_audio_tokens(unit, price, usage, metadata)
-        if price is not None and pricing.USAGE_REQUESTS in price.unit_prices:
-            usage[pricing.USAGE_REQUESTS] = unit.requests
-        if not usage and unit.text and not unit.errors:
-            self._flag_missing_usage(unit, metadata)
+        usage = self._billed_usage(unit, model, price, metadata)
         cost = price.cost(usage) if price is not None and usage else None
         if price is None and unit.kind != "llm" and usage and model not in self._unpriced_warned:
             self._unpriced_warned.add(model)
@@ -913,6 +901,25 @@ class VoiceObserver(BaseObserver):
             level=level,
             status_message=status_message,
         )
+
+    def _billed_usage(
+        self, unit: _Unit, model: str, price: ModelPrice | None, metadata: dict[str, Any]
+    ) -> dict[str, int]:
+        """The usage the provider bills for ``unit``: reported, else counted (and flagged in ``metadata``)."""
+        usage = _usage_details(unit)
+        if unit.kind == "llm" and unit.llm_usage is None and unit.errors and not unit.text:
+            usage = {}  # the request failed: nothing was generated, nothing billed
+        elif unit.kind == "llm" and unit.llm_usage is None:
+            usage = self._estimate_llm_usage(unit, model, metadata)
+        elif unit.kind == "llm" and unit.cut and _guesses_output_when_cut(unit.source):
+            usage = self._count_llm_output(unit, model, usage, metadata)
+        elif price is not None and price.audio_tokens_per_second is not None:
+            usage = _with_audio_tokens(unit, price, usage, metadata)
+        if price is not None and pricing.USAGE_REQUESTS in price.unit_prices:
+            usage[pricing.USAGE_REQUESTS] = unit.requests
+        if not usage and unit.text and not unit.errors:
+            self._flag_missing_usage(unit, metadata)
+        return usage
 
     def _flag_missing_usage(self, unit: _Unit, metadata: dict[str, Any]) -> None:
         """Work was done (there is text) but its service reported no usage: say so, never a silent zero."""
