@@ -91,15 +91,17 @@ async def run_conversation(
     handle_sigint: bool = False,
     observers: Sequence[BaseObserver] = (),
     stop: CallStop | None = None,
+    pipecat_tracing: bool = True,
 ) -> ConversationSummary:
     """Run one conversation through ``transport`` and return its summary.
 
-    The pipeline is STT -> LLM -> TTS with a shared LLM context; the worker gets the
-    tracer's observer and Pipecat's own tracing, and runs inside ``tracer.conversation()``
-    so every span of the call lands in one Langfuse trace.
+    The pipeline is STT -> LLM -> TTS with a shared LLM context; the worker has Pipecat's own
+    tracing on and the tracer attached, and runs inside ``tracer.conversation()``, so the call
+    is one Langfuse trace: conversation -> Pipecat's turns -> our generations and tool calls.
 
     The call is cancelled (and its trace still ended and flushed) when the transport reports
-    ``on_client_disconnected``, and when ``stop`` sees SIGINT or SIGTERM.
+    ``on_client_disconnected``, and when ``stop`` sees SIGINT or SIGTERM. ``pipecat_tracing=False``
+    leaves Pipecat's own spans off: the tracer then writes the turns itself.
     """
     context = LLMContext()  # the system prompt is the LLM's system_instruction (see app.live, app.offline)
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(context, user_params=user_params)
@@ -107,12 +109,13 @@ async def run_conversation(
     worker = PipelineWorker(
         pipeline,
         params=PipelineParams(enable_metrics=True, enable_usage_metrics=True, send_initial_empty_metrics=False),
-        observers=[*tracer.observers, *observers],
-        enable_tracing=tracer.enabled,
+        observers=list(observers),
+        enable_tracing=tracer.enabled and pipecat_tracing,
         conversation_id=tracer.conversation_id,
         enable_rtvi=live,
         idle_timeout_secs=300 if live else None,
     )
+    tracer.attach(worker)  # one tree with Pipecat's turns; our generations under them
     runner = WorkerRunner(handle_sigint=handle_sigint)
 
     if live:
@@ -173,6 +176,7 @@ async def run_offline_call(
     *,
     observers: Sequence[BaseObserver] = (),
     stop: CallStop | None = None,
+    pipecat_tracing: bool = True,
 ) -> ConversationSummary:
     """Run the call of ``services`` (transport, offline services, turn strategies) with ``tracer``."""
     return await run_conversation(
@@ -184,6 +188,7 @@ async def run_offline_call(
         user_params=services.user_params,
         observers=observers,
         stop=stop,
+        pipecat_tracing=pipecat_tracing,
     )
 
 

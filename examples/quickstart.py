@@ -108,13 +108,14 @@ def build_worker(
             assistant_aggregator,
         ]
     )
-    return PipelineWorker(
+    worker = PipelineWorker(
         pipeline,
         params=PipelineParams(enable_metrics=True, enable_usage_metrics=True),  # the tracer reads the metrics
-        observers=tracer.observers,  # turns metrics into priced generations
-        enable_tracing=tracer.enabled,  # Pipecat's own spans, in the same trace
+        enable_tracing=tracer.enabled,  # Pipecat's turns become the trace's turns
         conversation_id=tracer.conversation_id,
     )
+    tracer.attach(worker)  # priced generations and tool calls under Pipecat's turns: one tree
+    return worker
 
 
 async def run_bot(transport: BaseTransport, runner_args: RunnerArguments) -> None:

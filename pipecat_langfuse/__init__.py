@@ -28,10 +28,10 @@ Usage (Pipecat 1.x, Langfuse SDK 5)::
         worker = PipelineWorker(
             pipeline,
             params=PipelineParams(enable_metrics=True, enable_usage_metrics=True),
-            observers=tracer.observers,  # turns Pipecat's metrics into priced generations
-            enable_tracing=tracer.enabled,  # Pipecat's own spans, in the same trace
+            enable_tracing=tracer.enabled,  # Pipecat's turn spans become the trace's turns
             conversation_id=tracer.conversation_id,
         )
+        tracer.attach(worker)  # priced generations under Pipecat's turns: one tree
         runner = WorkerRunner()
         await runner.add_workers(worker)
         async with tracer.conversation():  # one trace; flushed off the event loop on exit

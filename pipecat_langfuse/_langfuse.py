@@ -15,6 +15,13 @@ Pipecat's spans that do reach Langfuse are demoted to plain spans when they star
 and ``tts`` spans as generations (``gen_ai.operation.name`` / ``gen_ai.request.model``) and count
 every usage report twice. That works for a client the user built too, whatever its export filter.
 
+One tree. When the tracer follows a worker whose Pipecat tracing reaches Langfuse, the
+conversation's Pipecat spans merge with ours (:class:`PipecatSpans`): Pipecat's ``turn`` spans
+become the turns and its ``llm`` spans the LLM generations (each held open until the observer
+has written it, then ended at Pipecat's own time), the STT and TTS generations sit under the
+turns, and Pipecat's ``stt`` / ``tts`` spans are folded: not exported, since the generations
+carry their content.
+
 No function here does network I/O on the caller's thread except :meth:`ObservationWriter.flush`,
 which callers run in a worker thread. Every access to the SDK's private attributes is in this
 module, checked against langfuse 5.0.4.
@@ -26,9 +33,11 @@ import base64
 import inspect
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -60,6 +69,10 @@ from pipecat_langfuse.summary import SpanCounts
 
 PIPECAT_SCOPES = frozenset({"pipecat", "pipecat.turn"})
 """OpenTelemetry instrumentation scopes of Pipecat's built-in tracing."""
+PIPECAT_TURN_SCOPE = "pipecat.turn"
+"""Scope of Pipecat's ``conversation`` and ``turn`` spans."""
+FOLDED_PIPECAT_SPANS = frozenset({"stt", "tts"})
+"""Pipecat's service spans that a merged conversation does not export: its generations say it all."""
 
 
 def is_pipecat_scope(scope: str | None) -> bool:
@@ -85,7 +98,9 @@ def export_filter(public_key: str | None) -> Callable[[ReadableSpan], bool]:
     def should_export_span(span: ReadableSpan) -> bool:
         scope = span.instrumentation_scope.name if span.instrumentation_scope else None
         if is_pipecat_scope(scope):
-            return span.context is not None and span.context.trace_id in _open_conversations.get(key, ())
+            if span.context is None or span.context.trace_id not in _open_conversations.get(key, ()):
+                return False
+            return not (span.name in FOLDED_PIPECAT_SPANS and span.context.trace_id in _merged_conversations)
         return is_default_export_span(span)
 
     return should_export_span
@@ -116,6 +131,131 @@ class PipecatSpanDemotion(SpanProcessor):
         scope = span.instrumentation_scope
         if scope is not None and is_pipecat_scope(scope.name):
             span.set_attribute(LangfuseOtelSpanAttributes.OBSERVATION_TYPE, "span")
+
+
+class _HeldSpan:
+    """One of Pipecat's spans whose end waits until the observer has written what it stands for.
+
+    Pipecat ends its spans from its own tasks, possibly before our observer has seen the frames
+    they describe. The span's ``end`` is replaced (on this instance only) by one that records
+    Pipecat's end time; :meth:`release` ends it for real at that time, once the observer has set
+    its attributes. A span Pipecat has not ended yet ends when Pipecat ends it.
+    """
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+        self.claimed = False
+        self._end = span.end
+        self._lock = threading.Lock()
+        self._released = False
+        self._ended_at: int | None = None
+        self._done = False
+        span.end = self._end_later  # type: ignore[method-assign]
+
+    def attribute(self, key: str) -> object:
+        """One of the span's attributes (None if unset)."""
+        return (self.span.attributes or {}).get(key)
+
+    @property
+    def parent_id(self) -> int | None:
+        """Span id of the span's parent."""
+        return self.span.parent.span_id if self.span.parent is not None else None
+
+    def _end_later(self, end_time: int | None = None) -> None:
+        with self._lock:
+            if not self._released:
+                self._ended_at = end_time if end_time is not None else time.time_ns()
+                return
+        self._finish(end_time)
+
+    def release(self, *, now: bool = False) -> None:
+        """Let the span end: at Pipecat's end time if Pipecat ended it (else now, with ``now``)."""
+        with self._lock:
+            self._released = True
+            end_time = self._ended_at
+        if end_time is not None or now:
+            self._finish(end_time)
+
+    def _finish(self, end_time: int | None) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        self._end(end_time)
+
+
+class PipecatSpans:
+    """Pipecat's ``turn`` and ``llm`` spans of one conversation, held for the observer to adopt.
+
+    A turn span becomes the turn; an ``llm`` span becomes the LLM generation of that call, so
+    spans started inside the call (a tool's own ``@observe`` spans) nest under the generation.
+    """
+
+    def __init__(self) -> None:
+        """Start empty; :class:`PipecatSpanAdoption` adds spans as Pipecat starts them."""
+        self._held: list[_HeldSpan] = []
+        self._lock = threading.Lock()
+
+    def hold(self, span: Span) -> None:
+        """Hold ``span``'s end until the observer claims and releases it."""
+        held = _HeldSpan(span)
+        with self._lock:
+            self._held.append(held)
+
+    def claim_turn(self, number: int) -> _HeldSpan | None:
+        """Pipecat's span of turn ``number``, or None if Pipecat has not started it."""
+        return self._claim(lambda held: held.span.name == "turn" and held.attribute("turn.number") == number)
+
+    def claim_llm(self, turn_span_id: int) -> _HeldSpan | None:
+        """Pipecat's first unclaimed ``llm`` span under the turn ``turn_span_id``, or None."""
+        return self._claim(lambda held: held.span.name == "llm" and held.parent_id == turn_span_id)
+
+    def _claim(self, matches: Callable[[_HeldSpan], bool]) -> _HeldSpan | None:
+        with self._lock:
+            for held in self._held:
+                if not held.claimed and matches(held):
+                    held.claimed = True
+                    return held
+        return None
+
+    def close(self) -> None:
+        """End every span still held: the conversation is over."""
+        with self._lock:
+            held, self._held = self._held, []
+        for span in held:
+            span.release(now=True)
+
+
+_merged_conversations: dict[int, PipecatSpans] = {}
+"""Trace id -> Pipecat spans held for each conversation merged with Pipecat's tracing."""
+ADOPTED_PIPECAT_SPANS = frozenset({(PIPECAT_TURN_SCOPE, "turn"), ("pipecat", "llm")})
+"""(Scope, name) of the Pipecat spans a merged conversation adopts as its turns and LLM generations."""
+
+
+@contextmanager
+def pipecat_spans_of(trace_id: str) -> Iterator[PipecatSpans]:
+    """Adopt Pipecat's turn and llm spans of ``trace_id``, and fold the others, while the block runs."""
+    number = int(trace_id, 16)
+    spans = PipecatSpans()
+    _merged_conversations[number] = spans
+    try:
+        yield spans
+    finally:
+        _merged_conversations.pop(number, None)
+        spans.close()
+
+
+class PipecatSpanAdoption(SpanProcessor):
+    """Hands each Pipecat ``turn`` and ``llm`` span of a merged conversation to its :class:`PipecatSpans`."""
+
+    def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
+        """Hold ``span`` if a merged conversation adopts it."""
+        scope = span.instrumentation_scope
+        if scope is None or (scope.name, span.name) not in ADOPTED_PIPECAT_SPANS:
+            return
+        spans = _merged_conversations.get(span.get_span_context().trace_id)
+        if spans is not None:
+            spans.hold(span)
 
 
 _demoted_providers: weakref.WeakSet[TracerProvider] = weakref.WeakSet()
@@ -336,18 +476,22 @@ def replay_spool_in_background(settings: TracingSettings) -> threading.Thread | 
     return thread
 
 
-def demote_pipecat_spans(client: Langfuse) -> None:
-    """Install :class:`PipecatSpanDemotion` where Pipecat's spans meet ``client``'s exporter (once).
+def demote_pipecat_spans(client: Langfuse) -> bool:
+    """Install :class:`PipecatSpanDemotion` and :class:`PipecatSpanAdoption` where Pipecat's spans meet Langfuse.
 
-    That is ``client``'s tracer provider when it is also the global one. A private provider never
-    sees Pipecat's spans, and the global provider of an application that keeps Langfuse private
-    is left alone.
+    That is ``client``'s tracer provider when it is also the global one (installed once per
+    provider). A private provider never sees Pipecat's spans, and the global provider of an
+    application that keeps Langfuse private is left alone. Returns whether Pipecat's spans
+    reach ``client``.
     """
     provider = _tracer_provider_of(client)
-    if provider is None or provider is not otel_trace.get_tracer_provider() or provider in _demoted_providers:
-        return
-    provider.add_span_processor(PipecatSpanDemotion())
-    _demoted_providers.add(provider)
+    if provider is None or provider is not otel_trace.get_tracer_provider():
+        return False
+    if provider not in _demoted_providers:
+        provider.add_span_processor(PipecatSpanDemotion())
+        provider.add_span_processor(PipecatSpanAdoption())
+        _demoted_providers.add(provider)
+    return True
 
 
 def public_key_of(client: Langfuse) -> str | None:
@@ -367,9 +511,43 @@ def _sdk_resource(client: Langfuse, name: str) -> object:
     return getattr(getattr(client, "_resources", None), name, None)
 
 
+def otel_span_context(observation: LangfuseSpan) -> otel_trace.SpanContext:
+    """The OpenTelemetry span context of a live observation."""
+    return _otel_span_of(observation).get_span_context()
+
+
 def _otel_span_of(observation: LangfuseSpan | LangfuseGeneration) -> otel_trace.Span:
     # Private: the OpenTelemetry span behind an observation (langfuse 5.0.4 keeps it in _otel_span).
     return observation._otel_span
+
+
+PIPECAT_LLM_DUPLICATES = ("input", "output", "gen_ai.system_instructions", "gen_ai.usage.")
+"""Attributes of Pipecat's ``llm`` span that the generation has as its own input, output and usage."""
+
+
+def _drop_duplicates_of_the_generation(span: Span) -> None:
+    """Remove what the generation says itself (and settings Pipecat left unset) from an adopted ``llm`` span.
+
+    It halves the size of the span, and no ``gen_ai.usage.*`` value can be read as a second report.
+    """
+    # Private: the live span's attribute mapping (opentelemetry-sdk 1.x), still mutable until the real end().
+    attributes = getattr(span, "_attributes", None)
+    if attributes is None:
+        return
+    for key in [k for k, v in attributes.items() if k.startswith(PIPECAT_LLM_DUPLICATES) or v == "NOT_GIVEN"]:
+        with suppress(TypeError, KeyError):  # an ended span's attributes are immutable: keep them
+            del attributes[key]
+
+
+@dataclass(slots=True)
+class TurnSpan:
+    """The span of one turn: Pipecat's own (``adopted``) or one of ours, found when first needed."""
+
+    number: int
+    start_ns: int
+    resolved: bool = False
+    observation: LangfuseSpan | None = None
+    adopted: _HeldSpan | None = None
 
 
 class ObservationWriter:
@@ -390,6 +568,7 @@ class ObservationWriter:
         self._client = client
         self._base_context: otel_context.Context | None = None
         self._root: otel_trace.SpanContext | None = None
+        self._pipecat_spans: PipecatSpans | None = None
         self.failures = failures if failures is not None else FailureLog()
 
     @property
@@ -401,15 +580,24 @@ class ObservationWriter:
         """Parent future observations on ``root``, with trace attributes from ``base_context``."""
         self._root, self._base_context = _otel_span_of(root).get_span_context(), base_context
 
-    def start_turn(self, *, number: int, start_ns: int) -> LangfuseSpan | None:
-        """Open the span of turn ``number`` (ended by :meth:`end_turn`)."""
-        with self._guard("starting a turn span"):
-            return cast(LangfuseSpan, self._start(LangfuseSpan, f"turn {number}", self._root, start_ns, {}))
-        return None
+    def follow_pipecat(self, spans: PipecatSpans) -> None:
+        """Use Pipecat's turn and llm spans as the turns and LLM generations (one tree with Pipecat's tracing)."""
+        self._pipecat_spans = spans
+
+    def start_turn(self, *, number: int, start_ns: int) -> TurnSpan:
+        """The span of turn ``number``, ended by :meth:`end_turn`.
+
+        Following Pipecat, it is Pipecat's span of that turn, looked up when first needed (Pipecat
+        starts it from its own task); otherwise, or when Pipecat has none, a span of ours.
+        """
+        turn = TurnSpan(number=number, start_ns=start_ns)
+        if self._pipecat_spans is None:
+            self._resolve(turn)
+        return turn
 
     def end_turn(
         self,
-        span: LangfuseSpan | None,
+        turn: TurnSpan | None,
         *,
         end_ns: int,
         input: str,
@@ -418,35 +606,83 @@ class ObservationWriter:
         level: SpanLevel | None = None,
         status_message: str | None = None,
     ) -> None:
-        """Set the turn's transcript, metadata and level, then end its span at ``end_ns``."""
-        if span is None:
+        """Set the turn's transcript, metadata and level, then end its span.
+
+        Our own span ends at ``end_ns``; Pipecat's ends at the time Pipecat ended it.
+        """
+        if turn is None:
             return
         with self._guard("ending a turn span"):
-            span.update(input=input, output=output, metadata=dict(metadata), level=level, status_message=status_message)
-            span.end(end_time=end_ns)
+            self._resolve(turn)
+            if turn.observation is None:
+                return
+            if turn.adopted is not None:
+                turn.adopted.span.update_name(f"turn {turn.number}")
+            turn.observation.update(
+                input=input, output=output, metadata=dict(metadata), level=level, status_message=status_message
+            )
+            if turn.adopted is not None:
+                turn.adopted.release()
+            else:
+                turn.observation.end(end_time=end_ns)
 
-    def tool(self, *, parent: LangfuseSpan | None, name: str, start_ns: int, end_ns: int, **fields: Any) -> None:
+    def tool(self, *, parent: TurnSpan | None, name: str, start_ns: int, end_ns: int, **fields: Any) -> None:
         """Create and end one ``tool`` observation spanning ``start_ns``..``end_ns`` under ``parent``."""
         with self._guard(f"recording the tool call {name}"):
-            parent_context = _otel_span_of(parent).get_span_context() if parent is not None else self._root
-            self._start(LangfuseTool, name, parent_context, start_ns, fields).end(end_time=end_ns)
+            self._start(LangfuseTool, name, self._parent(parent), start_ns, fields).end(end_time=end_ns)
 
     def generation(
         self,
         *,
-        parent: LangfuseSpan | None,
+        parent: TurnSpan | None,
         name: str,
         start_ns: int,
         end_ns: int,
         completion_start_ns: int | None,
+        adopt_llm_span: bool = False,
         **fields: Any,
     ) -> None:
-        """Create and end one generation spanning ``start_ns``..``end_ns`` under ``parent``."""
+        """Create and end one generation spanning ``start_ns``..``end_ns`` under ``parent``.
+
+        With ``adopt_llm_span``, Pipecat's ``llm`` span of the call, when the conversation follows
+        Pipecat, becomes the generation: it keeps Pipecat's times and attributes (and whatever
+        started inside the call nests under it) and gets the generation's name and fields.
+        """
         with self._guard(f"recording a {name} generation"):
+            parent_context = self._parent(parent)
+            held = None
+            if adopt_llm_span and self._pipecat_spans is not None and parent_context is not None:
+                held = self._pipecat_spans.claim_llm(parent_context.span_id)
+            if held is not None and completion_start_ns is not None and held.span.start_time is not None:
+                completion_start_ns += held.span.start_time - start_ns  # the same TTFB after Pipecat's start
             if completion_start_ns is not None:
                 fields["completion_start_time"] = datetime.fromtimestamp(completion_start_ns / 1e9, tz=UTC)
-            parent_context = _otel_span_of(parent).get_span_context() if parent is not None else self._root
-            self._start(LangfuseGeneration, name, parent_context, start_ns, fields).end(end_time=end_ns)
+            if held is None:
+                self._start(LangfuseGeneration, name, parent_context, start_ns, fields).end(end_time=end_ns)
+                return
+            held.span.update_name(name)
+            _drop_duplicates_of_the_generation(held.span)
+            LangfuseGeneration(otel_span=held.span, langfuse_client=self._client, **fields)
+            held.release()
+
+    def _parent(self, turn: TurnSpan | None) -> otel_trace.SpanContext | None:
+        if turn is None:
+            return self._root
+        self._resolve(turn)
+        return _otel_span_of(turn.observation).get_span_context() if turn.observation is not None else self._root
+
+    def _resolve(self, turn: TurnSpan) -> None:
+        """Find (or, when there is none, start) the span of ``turn``, once."""
+        if turn.resolved:
+            return
+        turn.resolved = True
+        adopted = self._pipecat_spans.claim_turn(turn.number) if self._pipecat_spans is not None else None
+        if adopted is not None:
+            turn.adopted = adopted
+            turn.observation = LangfuseSpan(otel_span=adopted.span, langfuse_client=self._client)
+        else:
+            name = f"turn {turn.number}"
+            turn.observation = cast(LangfuseSpan, self._start(LangfuseSpan, name, self._root, turn.start_ns, {}))
 
     def flush(self) -> None:
         """Send everything buffered (blocking; run it in a worker thread)."""

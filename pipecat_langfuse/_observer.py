@@ -30,6 +30,7 @@ checks this against random sequences of frames.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import math
@@ -91,7 +92,7 @@ from pipecat.services.tts_service import TTSService
 from pipecat_langfuse import pricing
 from pipecat_langfuse._estimate import counter_for
 from pipecat_langfuse._failures import FailureLog
-from pipecat_langfuse._langfuse import ObservationWriter
+from pipecat_langfuse._langfuse import ObservationWriter, TurnSpan
 from pipecat_langfuse.pricing import ModelPrice, PriceTable
 from pipecat_langfuse.summary import ConversationSummary, ModelUsage, TurnSummary
 
@@ -109,6 +110,13 @@ USAGE_ESTIMATE_METHOD = "usage_estimate_method"
 
 SETTLE_NS = 500_000_000
 """How long a finished unit waits for late metrics (e.g. TTFB after the transcript) before export."""
+
+TURN_END_TIMEOUT_NS = 2_500_000_000
+"""A turn ends this long after the bot stopped speaking, if the user has not spoken again.
+
+Pipecat's ``TurnTrackingObserver`` default (``turn_end_timeout_secs``), so a turn has the same
+boundaries whether Pipecat's tracing is on or off.
+"""
 
 MAX_SECONDS = 86_400.0
 """The longest duration (TTFB, processing time, VAD ``stop_secs``) or STT audio report that is kept.
@@ -189,7 +197,9 @@ class _Turn:
     latency_s: float | None = None
     audio_mark_s: float = 0.0
     """Input audio (s) the observer had seen when the turn started."""
-    span: Any = None
+    bot_stopped_ns: int | None = None
+    """When the bot last stopped speaking in this turn."""
+    span: TurnSpan | None = None
     errors: list[_Error] = field(default_factory=list)
     pending_end: dict[str, Any] | None = None
     """The turn span's end, held while an error of the turn may still recover."""
@@ -221,6 +231,8 @@ class _Unit:
     cut: bool = False
     """An interruption came while the LLM was still streaming: the provider never finished its report."""
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    tools: tuple[str, ...] = ()
+    """Names of the tools the LLM was offered."""
     errors: list[_Error] = field(default_factory=list)
 
 
@@ -286,6 +298,7 @@ class VoiceObserver(BaseObserver):
         self._open: dict[str, _Unit] = {}
         self._settling: deque[_Unit] = deque()
         self._pending_llm_input: list[Any] | None = None
+        self._pending_llm_tools: tuple[str, ...] = ()
         self._bot_speaking = False
         self._usage: dict[tuple[ServiceKind, str], ModelUsage] = {}
         self._input_audio_s = 0.0
@@ -430,9 +443,10 @@ class VoiceObserver(BaseObserver):
             turn.latency_s = max(0.0, (data.timestamp - turn.user_stopped_ns) / 1e9)
 
     def _on_bot_stopped(self, data: FramePushed, frame: BotStoppedSpeakingFrame) -> None:
-        if _is_upstream_copy(data):
+        if _is_upstream_copy(data) or not self._bot_speaking:
             return
         self._bot_speaking = False
+        self._current_turn(data.timestamp).bot_stopped_ns = data.timestamp
 
     def _on_transcription(self, data: FramePushed, frame: TranscriptionFrame) -> None:
         if self._kind(data.source) != "stt":
@@ -455,6 +469,7 @@ class VoiceObserver(BaseObserver):
         # Only the first push is observed, and processors may sit between the aggregator and the
         # LLM, so the latest context is kept for the next LLM unit whatever its destination.
         self._pending_llm_input = list(frame.context.get_messages())
+        self._pending_llm_tools = _tool_names(frame.context)
 
     def _on_llm_start(self, data: FramePushed, frame: LLMFullResponseStartFrame) -> None:
         self._start_unit(data, context_id=None)
@@ -765,6 +780,7 @@ class VoiceObserver(BaseObserver):
             start_ns=data.timestamp,
             last_ns=data.timestamp,
             input=self._take_llm_input(data.source) if kind == "llm" else None,
+            tools=self._pending_llm_tools if kind == "llm" else (),
             source=data.source,
         )
         self._open[unit.processor] = unit
@@ -828,6 +844,8 @@ class VoiceObserver(BaseObserver):
         if unit.kind == "stt":
             metadata["audio_seconds"] = round(unit.audio_seconds, 6)
             metadata["transcripts"] = len(unit.text)
+        if unit.tools:
+            metadata["tools"] = list(unit.tools)
         prompt_hash = _system_prompt_hash(unit.input) if unit.kind == "llm" else None
         if prompt_hash is not None:
             metadata["system_prompt_sha256"] = prompt_hash
@@ -857,6 +875,7 @@ class VoiceObserver(BaseObserver):
                 else None
             ),
             model=model,
+            model_parameters=_model_parameters(unit.source) or None,
             input=unit.input if unit.kind == "llm" else (text if unit.kind == "tts" else None),
             output=output,
             usage_details=usage or None,
@@ -865,6 +884,7 @@ class VoiceObserver(BaseObserver):
             level=level,
             status_message=status_message,
             prompt=self._prompt if unit.kind == "llm" else None,
+            adopt_llm_span=unit.kind == "llm",
         )
 
     def _export_tool(
@@ -980,6 +1000,8 @@ class VoiceObserver(BaseObserver):
     def _end_turn(self, turn: _Turn, end_ns: int, *, interrupted: bool) -> None:
         if turn.end_ns is not None:
             return
+        if not interrupted and turn.bot_stopped_ns is not None:
+            end_ns = min(end_ns, turn.bot_stopped_ns + TURN_END_TIMEOUT_NS)  # as Pipecat's turn tracking does
         turn.end_ns, turn.interrupted = end_ns, interrupted
         self._export_complete_stt()
         latency = f"{turn.latency_s:.2f} s" if turn.latency_s is not None else "-"
@@ -1018,6 +1040,46 @@ class VoiceObserver(BaseObserver):
 
     def _report_failure(self, exc: Exception, frame: Frame | None) -> None:
         self.failures.report(f"observing {frame}" if frame is not None else "finishing the conversation", exc)
+
+
+def _model_parameters(service: FrameProcessor | None) -> dict[str, Any]:
+    """The service's settings (voice, language, temperature…) as plain values: the generation's model parameters.
+
+    What Pipecat's own ``stt`` / ``llm`` / ``tts`` spans record as ``settings.*`` and
+    ``gen_ai.request.*``, less the model and system instruction (the generation's model and
+    input), unset values, and Pipecat's own behaviour switches.
+    """
+    given = getattr(getattr(service, "settings", None), "given_fields", None)
+    if not callable(given):
+        return {}
+    try:
+        fields = given()
+    except Exception:  # noqa: BLE001 - a service's own settings code must not cost the generation
+        return {}
+    plain: dict[str, Any] = {}
+    for key, value in fields.items():
+        value = value.value if isinstance(value, enum.Enum) else value
+        if key not in _SETTINGS_LEFT_OUT and isinstance(value, str | int | float | bool):
+            plain[key] = value
+    return plain
+
+
+_SETTINGS_LEFT_OUT = frozenset(
+    {
+        "model",
+        "system_instruction",
+        # LLMSettings fields that steer Pipecat, not the model.
+        "filter_incomplete_user_turns",
+        "user_turn_completion_config",
+        "use_provider_thinking_default",
+    }
+)
+
+
+def _tool_names(context: Any) -> tuple[str, ...]:
+    """Names of the standard tools an LLM context offers."""
+    tools = getattr(context, "tools", None)
+    return tuple(getattr(tool, "name", "?") for tool in getattr(tools, "standard_tools", None) or ())
 
 
 def _settings_model(processor: FrameProcessor) -> str | None:

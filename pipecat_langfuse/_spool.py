@@ -17,7 +17,9 @@ the OTLP exporter's own per-batch log lines are demoted to DEBUG while this expo
 Files: ``<spool dir>/<host>/<time_ns>-<pid>-<counter>.pb``, one directory per Langfuse host (a
 batch is only ever re-sent to the host it was meant for), written as a temporary file and renamed,
 so readers never see half a file and several processes can share a directory. The directory's
-total size is bounded: a new file that does not fit evicts the oldest ones.
+total size is bounded: a new file that does not fit evicts the oldest ones. Batches of scores
+(:mod:`pipecat_langfuse._scores`) share the folder and its bound as ``.scores.json`` files, the JSON
+body of ``POST /api/public/scores``; :func:`replay` re-sends both kinds, each to its endpoint.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import email.utils
 import enum
 import gzip
 import itertools
+import json
 import logging
 import math
 import os
@@ -49,7 +52,11 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 SPOOL_SUFFIX = ".pb"
-"""Suffix of a complete spool file; anything else in the directory (``.tmp``) is ignored."""
+"""Suffix of a complete spool file of spans; anything else in the directory (``.tmp``) is ignored."""
+SCORES_SUFFIX = ".scores.json"
+"""Suffix of a complete spool file of scores: the JSON list sent to ``POST /api/public/scores``."""
+SPOOL_SUFFIXES = (SPOOL_SUFFIX, SCORES_SUFFIX)
+"""Suffixes of the complete spool files of both kinds."""
 MAX_TRACKED_TRACES = 4096
 """Per-trace counts kept by one exporter (oldest traces forgotten first)."""
 MAX_BACKOFF_S = 60.0
@@ -139,6 +146,114 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if not math.isfinite(seconds):
         return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+class RetryPause:
+    """When sending may resume after failures; thread-safe.
+
+    A spooled failure pauses sending for the ``Retry-After`` of the answer, else a back-off that
+    doubles with each failure in a row (capped at :data:`MAX_BACKOFF_S`), and :data:`AUTH_PAUSE_S`
+    after a 401/403. A success resets the back-off.
+
+    Args:
+        clock: Monotonic time source (tests).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._until = 0.0
+        self._failures_in_a_row = 0
+        self._lock = threading.Lock()
+
+    def succeeded(self) -> None:
+        """A batch went through: the next failure starts the back-off anew."""
+        with self._lock:
+            self._failures_in_a_row = 0
+
+    def failed(self, outcome: Outcome, attempt: Attempt | None) -> None:
+        """Pause after ``outcome`` when it is a failure whose batch is spooled; else do nothing."""
+        if outcome not in SPOOLED_OUTCOMES:
+            return
+        with self._lock:
+            self._failures_in_a_row += 1
+            if outcome is Outcome.AUTH:
+                pause = AUTH_PAUSE_S
+            else:
+                retry_after = parse_retry_after(attempt.retry_after if attempt else None)
+                backoff = min(2.0**self._failures_in_a_row, MAX_BACKOFF_S)
+                pause = retry_after if retry_after is not None else backoff
+            self._until = self._clock() + pause
+
+    def forever(self) -> None:
+        """Never send again."""
+        with self._lock:
+            self._until = math.inf
+
+    def remaining_s(self) -> float:
+        """Seconds left before sending resumes (0 when not paused)."""
+        with self._lock:
+            return max(self._until - self._clock(), 0.0)
+
+
+def failure_message(
+    outcome: Outcome,
+    *,
+    noun: str,
+    count: int,
+    host: str,
+    status: int | None,
+    timeout_s: float,
+    pause_s: float,
+    where: str,
+) -> str:
+    """The plain-words explanation of a failure class, with its fix.
+
+    Args:
+        outcome: The failure class.
+        noun: What was sent (``spans``, ``scores``).
+        count: How many were in the batch.
+        host: The Langfuse host.
+        status: The HTTP status, if any.
+        timeout_s: The request timeout (``LANGFUSE_TIMEOUT``).
+        pause_s: Seconds before sending resumes.
+        where: What became of the batch, e.g. ``kept in the spool (...)``.
+    """
+    messages = {
+        Outcome.REFUSED: (
+            f"Langfuse at {host} cannot be reached (connection refused or no route). The call goes on; "
+            f"its {noun} are {where}. Check that Langfuse is running and that LANGFUSE_BASE_URL is right "
+            "(`uv run test_langfuse`)."
+        ),
+        Outcome.TIMEOUT: (
+            f"Langfuse at {host} did not answer within {timeout_s:g} s (LANGFUSE_TIMEOUT). The call goes "
+            f"on; its {noun} are {where}. Check the network or the server's load; raise LANGFUSE_TIMEOUT for a "
+            "slow link."
+        ),
+        Outcome.SERVER_ERROR: (
+            f"Langfuse at {host} answered HTTP {status} (a server error). The call goes on; its {noun} are "
+            f"{where}. Self-hosted: check the server's logs; Cloud: status.langfuse.com."
+        ),
+        Outcome.RATE_LIMITED: (
+            f"Langfuse at {host} answered HTTP 429 (too many requests): sending pauses for {pause_s:.0f} s as "
+            f"it asked (Retry-After). The call goes on; its {noun} are {where}. Lower the traffic or ask for "
+            "a higher rate limit."
+        ),
+        Outcome.AUTH: (
+            f"Langfuse at {host} rejected the keys (HTTP {status}). The call goes on; its {noun} are {where}. "
+            "Fix LANGFUSE_PUBLIC_KEY / LANGFUSE_SECRET_KEY / LANGFUSE_BASE_URL (`uv run test_langfuse` tells "
+            "which), then replay."
+        ),
+        Outcome.REJECTED: (
+            f"Langfuse at {host} rejected a batch of {count} {noun} (HTTP {status}); it was dropped, since "
+            "sending it again would fail the same way. Check LANGFUSE_BASE_URL (host only) with "
+            "`uv run test_langfuse`."
+        ),
+        Outcome.NOT_SENT: (
+            f"A batch of {count} {noun} could not be sent to Langfuse at {host} (the OTLP exporter did not send "
+            "it, e.g. it was too large to encode or send; LOG_LEVEL=DEBUG shows why); it was dropped."
+        ),
+    }
+    return messages[outcome]
 
 
 class RecordingSession(requests.Session):
@@ -244,10 +359,11 @@ class SpoolFullError(OSError):
 
 @dataclass(frozen=True)
 class Evicted:
-    """A file the size bound removed, with its spans per trace id."""
+    """A file the size bound removed, with its spans per trace id (a span file) or its scores (a score file)."""
 
     path: Path
     spans_by_trace: Mapping[int, int]
+    scores: int = 0
 
 
 def spans_per_trace(body: bytes) -> dict[int, int]:
@@ -263,17 +379,25 @@ def spans_per_trace(body: bytes) -> dict[int, int]:
     return counts
 
 
+def scores_in(body: bytes) -> int:
+    """The number of scores in the body of a score file (a JSON list)."""
+    scores = json.loads(body)
+    if not isinstance(scores, list):
+        raise ValueError("a score file holds a JSON list")
+    return len(scores)
+
+
 def destination_folder(base_url: str) -> str:
     """The spool sub-folder of a Langfuse host, e.g. ``https_cloud.langfuse.com``."""
     return re.sub(r"[^A-Za-z0-9.-]+", "_", base_url.rstrip("/")).strip("_") or "langfuse"
 
 
 class Spool:
-    """A directory of OTLP protobuf files, bounded in total size, shared by processes.
+    """A directory of spool files (OTLP protobuf, score JSON), bounded in total size, shared by processes.
 
     Args:
         directory: The folder of one Langfuse host (created on the first write).
-        max_bytes: Bound of the total size of its ``.pb`` files.
+        max_bytes: Bound of the total size of its ``.pb`` and ``.scores.json`` files together.
     """
 
     _counter = itertools.count(1)
@@ -283,16 +407,16 @@ class Spool:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
 
-    def files(self) -> list[Path]:
-        """The complete spool files, oldest first (file names start with the time they were written)."""
+    def files(self, suffixes: tuple[str, ...] = SPOOL_SUFFIXES) -> list[Path]:
+        """The complete spool files (of both kinds by default), oldest first (names start with the time)."""
         try:
-            entries = [p for p in self.directory.iterdir() if p.name.endswith(SPOOL_SUFFIX)]
+            entries = [p for p in self.directory.iterdir() if p.name.endswith(suffixes)]
         except FileNotFoundError:
             return []
         return sorted(entries, key=lambda p: p.name)
 
-    def write(self, body: bytes) -> tuple[Path, list[Evicted]]:
-        """Store ``body`` as a new file, evicting the oldest files if the bound requires it.
+    def write(self, body: bytes, suffix: str = SPOOL_SUFFIX) -> tuple[Path, list[Evicted]]:
+        """Store ``body`` as a new file ending in ``suffix``, evicting the oldest files if the bound requires it.
 
         Returns:
             The new file and the files evicted to make room.
@@ -308,7 +432,7 @@ class Spool:
             evicted = self._make_room(len(body))
             name = f"{time.time_ns():020d}-{os.getpid()}-{next(self._counter):06d}"
             temporary = self.directory / f".{name}.tmp"
-            final = self.directory / f"{name}{SPOOL_SUFFIX}"
+            final = self.directory / f"{name}{suffix}"
             try:
                 with open(temporary, "wb") as handle:
                     handle.write(body)
@@ -329,15 +453,32 @@ class Spool:
         for path, size in sized:
             if total + incoming <= self.max_bytes:
                 break
+            counts: dict[int, int] = {}
+            scores = 0
             try:
-                counts = spans_per_trace(path.read_bytes())
+                if path.name.endswith(SCORES_SUFFIX):
+                    scores = scores_in(path.read_bytes())
+                else:
+                    counts = spans_per_trace(path.read_bytes())
             except Exception:  # noqa: BLE001 - an unreadable file is evicted all the same
-                counts = {}
+                pass
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             total -= size
-            evicted.append(Evicted(path, counts))
+            evicted.append(Evicted(path, counts, scores))
         return evicted
+
+
+def spool_full_message(spool: Spool, evicted: Sequence[Evicted]) -> str:
+    """The warning when writing to ``spool`` evicted older files."""
+    spans = sum(sum(item.spans_by_trace.values()) for item in evicted)
+    scores = sum(item.scores for item in evicted)
+    lost = f"{spans} spans and {scores} scores" if scores else f"{spans} spans"
+    return (
+        f"Tracing spool {spool.directory} reached its bound of {spool.max_bytes / 1e6:g} MB "
+        f"(LANGFUSE_SPOOL_MAX_MB): deleted the oldest {len(evicted)} file(s), {lost}, to keep new ones. "
+        "Replay it once Langfuse is back (`uv run test_langfuse --replay`), or raise LANGFUSE_SPOOL_MAX_MB."
+    )
 
 
 class _OnceLog:
@@ -416,10 +557,7 @@ class SpoolingSpanExporter(SpanExporter):
         self.timeout_s = timeout_s
         self.ledger = ExportLedger()
         self.ledger_installed = False
-        self._clock = clock
-        self._paused_until = 0.0
-        self._failures_in_a_row = 0
-        self._lock = threading.Lock()
+        self._pause = RetryPause(clock)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Send ``spans``; on a failure keep them in the spool or count them as dropped. Never raises."""
@@ -434,9 +572,7 @@ class SpoolingSpanExporter(SpanExporter):
             return SpanExportResult.FAILURE
 
     def _export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        with self._lock:
-            paused_for = self._paused_until - self._clock()
-        if paused_for > 0:
+        if self._pause.remaining_s() > 0:
             self._keep(spans, None)
             return SpanExportResult.FAILURE
         if self.session is not None:
@@ -445,11 +581,10 @@ class SpoolingSpanExporter(SpanExporter):
         attempt = self.session.take_attempt() if self.session is not None else None
         outcome = Outcome.SENT if result is SpanExportResult.SUCCESS else classify(attempt)
         if outcome is Outcome.SENT:
-            with self._lock:
-                self._failures_in_a_row = 0
+            self._pause.succeeded()
             self._count(spans, sent=True)
             return SpanExportResult.SUCCESS
-        self._pause(outcome, attempt)
+        self._pause.failed(outcome, attempt)
         if outcome in SPOOLED_OUTCOMES:
             self._keep(spans, outcome, attempt)
         else:
@@ -457,32 +592,17 @@ class SpoolingSpanExporter(SpanExporter):
             self._explain(outcome, attempt, len(spans), kept=False)
         return SpanExportResult.FAILURE
 
-    def _pause(self, outcome: Outcome, attempt: Attempt | None) -> None:
-        if outcome not in SPOOLED_OUTCOMES:
-            return
-        with self._lock:
-            self._failures_in_a_row += 1
-            if outcome is Outcome.AUTH:
-                pause = AUTH_PAUSE_S
-            else:
-                retry_after = parse_retry_after(attempt.retry_after if attempt else None)
-                backoff = min(2.0**self._failures_in_a_row, MAX_BACKOFF_S)
-                pause = retry_after if retry_after is not None else backoff
-            self._paused_until = self._clock() + pause
-
     def divert(self) -> None:
         """Send nothing any more: every later batch goes straight to the spool (e.g. before a hurried exit).
 
         With the exporter diverted, the SDK's own exit flush takes no longer than the export in
         flight (at most ``LANGFUSE_TIMEOUT``), and what was still queued is kept instead of lost.
         """
-        with self._lock:
-            self._paused_until = math.inf
+        self._pause.forever()
 
     def retry_pause_s(self) -> float:
         """Seconds left before the exporter sends again (0 when it is not paused)."""
-        with self._lock:
-            return max(self._paused_until - self._clock(), 0.0)
+        return self._pause.remaining_s()
 
     def _keep(self, spans: Sequence[ReadableSpan], outcome: Outcome | None, attempt: Attempt | None = None) -> None:
         if outcome is not None:
@@ -516,13 +636,7 @@ class SpoolingSpanExporter(SpanExporter):
             for item in evicted:
                 for trace_id, count in item.spans_by_trace.items():
                     self.ledger.add(trace_id, spooled=-count, dropped=count, known=True)
-            lost = sum(sum(item.spans_by_trace.values()) for item in evicted)
-            _OnceLog.warn(
-                "spool-full",
-                f"Tracing spool {self.spool.directory} reached its bound of {self.spool.max_bytes / 1e6:g} MB "
-                f"(LANGFUSE_SPOOL_MAX_MB): deleted the oldest {len(evicted)} file(s), {lost} spans, to keep new ones. "
-                "Replay it once Langfuse is back (`uv run test_langfuse --replay`), or raise LANGFUSE_SPOOL_MAX_MB.",
-            )
+            _OnceLog.warn("spool-full", spool_full_message(self.spool, evicted))
 
     def _explain(self, outcome: Outcome, attempt: Attempt | None, count: int, *, kept: bool) -> None:
         where = (
@@ -531,45 +645,17 @@ class SpoolingSpanExporter(SpanExporter):
             if kept and self.spool is not None
             else "dropped (spooling is off: LANGFUSE_SPOOL_DIR)"
         )
-        status = attempt.status if attempt else None
-        host = self.base_url
-        pause = self.retry_pause_s()
-        messages = {
-            Outcome.REFUSED: (
-                f"Langfuse at {host} cannot be reached (connection refused or no route). The call goes on; "
-                f"its spans are {where}. Check that Langfuse is running and that LANGFUSE_BASE_URL is right "
-                "(`uv run test_langfuse`)."
-            ),
-            Outcome.TIMEOUT: (
-                f"Langfuse at {host} did not answer within {self.timeout_s:g} s (LANGFUSE_TIMEOUT). The call goes "
-                f"on; its spans are {where}. Check the network or the server's load; raise LANGFUSE_TIMEOUT for a "
-                "slow link."
-            ),
-            Outcome.SERVER_ERROR: (
-                f"Langfuse at {host} answered HTTP {status} (a server error). The call goes on; its spans are "
-                f"{where}. Self-hosted: check the server's logs; Cloud: status.langfuse.com."
-            ),
-            Outcome.RATE_LIMITED: (
-                f"Langfuse at {host} answered HTTP 429 (too many requests): sending pauses for {pause:.0f} s as "
-                f"it asked (Retry-After). The call goes on; its spans are {where}. Lower the traffic or ask for "
-                "a higher rate limit."
-            ),
-            Outcome.AUTH: (
-                f"Langfuse at {host} rejected the keys (HTTP {status}). The call goes on; its spans are {where}. "
-                "Fix LANGFUSE_PUBLIC_KEY / LANGFUSE_SECRET_KEY / LANGFUSE_BASE_URL (`uv run test_langfuse` tells "
-                "which), then replay."
-            ),
-            Outcome.REJECTED: (
-                f"Langfuse at {host} rejected a batch of {count} spans (HTTP {status}); it was dropped, since "
-                "sending it again would fail the same way. Check LANGFUSE_BASE_URL (host only) with "
-                "`uv run test_langfuse`."
-            ),
-            Outcome.NOT_SENT: (
-                f"A batch of {count} spans could not be sent to Langfuse at {host} (the OTLP exporter did not send "
-                "it, e.g. it was too large to encode or send; LOG_LEVEL=DEBUG shows why); it was dropped."
-            ),
-        }
-        _OnceLog.warn(outcome.value, f"{FAILURE_PREFIX}{messages[outcome]}")
+        message = failure_message(
+            outcome,
+            noun="spans",
+            count=count,
+            host=self.base_url,
+            status=attempt.status if attempt else None,
+            timeout_s=self.timeout_s,
+            pause_s=self.retry_pause_s(),
+            where=where,
+        )
+        _OnceLog.warn(outcome.value, f"{FAILURE_PREFIX}{message}")
 
     def _count(
         self, spans: Sequence[ReadableSpan], *, sent: bool = False, spooled: bool = False, dropped: bool = False
@@ -598,7 +684,7 @@ class ReplayReport:
 
     Attributes:
         directory: The spool folder of the host.
-        sent_files: Files Langfuse accepted (deleted).
+        sent_files: Files Langfuse accepted (deleted), span and score files alike.
         sent_spans: Spans in those files.
         failed_files: Files Langfuse refused for good (HTTP 4xx other than 401/403/408/429): kept.
         kept_files: Files not sent, because Langfuse is unreachable, slow, rate-limited, rejects the keys,
@@ -607,6 +693,8 @@ class ReplayReport:
         status: The HTTP status behind ``outcome``, if any.
         error: The network error behind ``outcome``, if any.
         seconds: How long the replay took.
+        sent_scores: Scores in the accepted score files (a 207 answer counts as accepted: Langfuse
+            took what it could, and sending the rest again would fail the same way).
     """
 
     directory: Path
@@ -618,6 +706,7 @@ class ReplayReport:
     status: int | None = None
     error: str | None = None
     seconds: float = 0.0
+    sent_scores: int = 0
 
 
 @contextlib.contextmanager
@@ -642,6 +731,18 @@ def _claimed(path: Path) -> Iterator[bytes | None]:
         handle.close()
 
 
+def scores_endpoint_of(traces_endpoint: str) -> str | None:
+    """``{base_url}/api/public/scores`` from the OTLP endpoint of a host; None without ``/api/public/`` in it."""
+    base, found, _ = traces_endpoint.partition("/api/public/")
+    return f"{base}/api/public/scores" if found else None
+
+
+def score_request_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers of a score request from the span exporter's: same auth and SDK headers, JSON body."""
+    kept = {k: v for k, v in headers.items() if k.lower() not in ("x-langfuse-ingestion-version", "content-type")}
+    return {**kept, "Content-Type": "application/json"}
+
+
 def replay(
     spool: Spool,
     *,
@@ -651,38 +752,51 @@ def replay(
     timeout_s: float,
     stop: threading.Event | None = None,
     pause_s: float = 0.0,
+    scores_endpoint: str | None = None,
 ) -> ReplayReport:
-    """Re-send every file of ``spool`` to ``endpoint``, oldest first; delete each one Langfuse accepted.
+    """Re-send every file of ``spool``, oldest first; delete each one Langfuse accepted.
 
-    Stops at the first failure that the next file would meet too (unreachable, timeout, 5xx, 429,
-    401/403): the remaining files are kept. Never raises for a network or file error.
+    Span files (``.pb``) go to ``endpoint``; score files (``.scores.json``) to ``scores_endpoint``
+    as they are (JSON, never compressed, like the SDK's API client), with the same headers minus
+    the OTLP-only ``x-langfuse-ingestion-version``. Stops at the first failure that the next file
+    would meet too (unreachable, timeout, 5xx, 429, 401/403): the remaining files are kept. Never
+    raises for a network or file error.
 
     Args:
         spool: The spool folder of the Langfuse host.
         endpoint: ``{base_url}/api/public/otel/v1/traces``.
         headers: The headers the SDK sends (auth, SDK name and version, ingestion version).
-        gzip_body: Send gzip-compressed (``Content-Encoding: gzip``), as the SDK does by default.
+        gzip_body: Send span files gzip-compressed (``Content-Encoding: gzip``), as the SDK does by default.
         timeout_s: Timeout of each request.
         stop: Set it to stop between two files.
         pause_s: Sleep between two files, so that a replay running beside a call leaves it the CPU
             (and the GIL) most of the time.
+        scores_endpoint: ``{base_url}/api/public/scores``; by default derived from ``endpoint``
+            (:func:`scores_endpoint_of`). When there is none, score files are kept.
     """
     started = time.monotonic()
     files = spool.files()
     if not files:
         return ReplayReport(directory=spool.directory)
-    sent_files = sent_spans = failed = kept = 0
+    scores_url = scores_endpoint or scores_endpoint_of(endpoint)
+    sent_files = sent_spans = sent_scores = failed = kept = 0
     outcome: Outcome | None = None
     status: int | None = None
     error: str | None = None
-    request_headers = {**headers, "Content-Type": "application/x-protobuf"}
+    span_headers = {**headers, "Content-Type": "application/x-protobuf"}
     if gzip_body:
-        request_headers["Content-Encoding"] = "gzip"
+        span_headers["Content-Encoding"] = "gzip"
+    scores_headers = score_request_headers(headers)
     with httpx.Client(timeout=timeout_s) as client:
         for index, path in enumerate(files):
             if stop is not None and stop.is_set():
                 kept += len(files) - index
                 break
+            is_scores = path.name.endswith(SCORES_SUFFIX)
+            target = scores_url if is_scores else endpoint
+            if target is None:
+                kept += 1
+                continue
             if pause_s and index:
                 time.sleep(pause_s)
             with _claimed(path) as body:
@@ -690,14 +804,16 @@ def replay(
                     kept += 1 if path.exists() else 0
                     continue
                 try:
-                    spans = sum(spans_per_trace(body).values())
+                    items = scores_in(body) if is_scores else sum(spans_per_trace(body).values())
                 except Exception:  # noqa: BLE001 - a damaged file is kept, counted, and skipped
                     failed += 1
                     continue
+                if is_scores:
+                    content, request_headers = body, scores_headers
+                else:
+                    content, request_headers = gzip.compress(body) if gzip_body else body, span_headers
                 try:
-                    response = client.post(
-                        endpoint, content=gzip.compress(body) if gzip_body else body, headers=request_headers
-                    )
+                    response = client.post(target, content=content, headers=request_headers)
                     attempt = Attempt(status=response.status_code, retry_after=response.headers.get("retry-after"))
                 except httpx.HTTPError as exc:
                     attempt = Attempt(error=exc)
@@ -706,7 +822,10 @@ def replay(
                     with contextlib.suppress(FileNotFoundError):
                         path.unlink()
                     sent_files += 1
-                    sent_spans += spans
+                    if is_scores:
+                        sent_scores += items
+                    else:
+                        sent_spans += items
                     continue
                 if result is Outcome.REJECTED:
                     failed += 1
@@ -726,18 +845,19 @@ def replay(
         status=status,
         error=error,
         seconds=time.monotonic() - started,
+        sent_scores=sent_scores,
     )
 
 
 def other_hosts(spool_root: Path, folder: str) -> dict[str, int]:
-    """Spool files kept for other Langfuse hosts under ``spool_root``: folder name -> number of files."""
+    """Spool files (spans and scores) kept for other Langfuse hosts under ``spool_root``: folder name -> files."""
     found: dict[str, int] = {}
     try:
         folders = [p for p in spool_root.iterdir() if p.is_dir() and p.name != folder]
     except (FileNotFoundError, NotADirectoryError):
         return found
     for path in folders:
-        count = sum(1 for p in path.iterdir() if p.name.endswith(SPOOL_SUFFIX))
+        count = sum(1 for p in path.iterdir() if p.name.endswith(SPOOL_SUFFIXES))
         if count:
             found[path.name] = count
     return found

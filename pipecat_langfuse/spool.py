@@ -1,9 +1,11 @@
-"""The tracing spool: spans that failed to reach Langfuse, kept on disk, and how to re-send them.
+"""The tracing spool: spans and scores that failed to reach Langfuse, kept on disk, and how to re-send them.
 
 When an export fails (connection refused, timeout, HTTP 5xx, 429, 401/403), the batch is written
-as an OTLP protobuf file to ``TracingSettings.spool_dir`` (:envvar:`LANGFUSE_SPOOL_DIR`), one
-sub-folder per Langfuse host, bounded by :envvar:`LANGFUSE_SPOOL_MAX_MB`. Re-sending is
-idempotent: Langfuse upserts each observation by its id. Usage::
+to ``TracingSettings.spool_dir`` (:envvar:`LANGFUSE_SPOOL_DIR`), one sub-folder per Langfuse host,
+bounded by :envvar:`LANGFUSE_SPOOL_MAX_MB`: spans as an OTLP protobuf file (``.pb``), scores as
+the JSON body of ``POST /api/public/scores`` (``.scores.json``). The replay re-sends both, oldest
+first (:attr:`ReplayReport.sent_spans`, :attr:`ReplayReport.sent_scores`). Re-sending is
+idempotent: Langfuse upserts observations and scores by their ids. Usage::
 
     report = replay_spool(TracingSettings.from_env())   # blocking: run it in a thread
     thread = replay_spool_in_background(settings)        # or let a daemon thread do it

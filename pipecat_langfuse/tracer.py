@@ -6,10 +6,10 @@ Usage::
     worker = PipelineWorker(
         pipeline,
         params=PipelineParams(enable_metrics=True, enable_usage_metrics=True),
-        observers=tracer.observers,
         enable_tracing=tracer.enabled,
         conversation_id=tracer.conversation_id,
     )
+    tracer.attach(worker)
     runner = WorkerRunner()
     await runner.add_workers(worker)
     async with tracer.conversation():
@@ -38,10 +38,13 @@ from pipecat_langfuse._langfuse import (
     build_client,
     conversation_open,
     demote_pipecat_spans,
+    otel_span_context,
+    pipecat_spans_of,
     set_trace_metadata,
     span_counts,
 )
 from pipecat_langfuse._observer import VoiceObserver
+from pipecat_langfuse._pipecat import adopt_conversation
 from pipecat_langfuse._runner import correlate
 from pipecat_langfuse.pricing import PriceTable
 from pipecat_langfuse.settings import LANGFUSE_FLUSH_TIMEOUT, TracingSettings
@@ -90,10 +93,19 @@ class VoiceTracer:
         self._writer: ObservationWriter | None = None
         self._entered = False
         self._flushed: bool | None = None
+        self._worker: Any = None
+        self._observers_given = False
+        self._pipecat_spans_reach_langfuse = False
+        self._root_context: Any = None
+        self._stack = ExitStack()
+        self.merged_with_pipecat = False
+        """Whether this conversation is one tree with Pipecat's tracing (see :meth:`attach`)."""
         self.trace_id: str | None = None
         if settings.enabled:
+            built_here = client is None
             client = client if client is not None else build_client(settings)
-            demote_pipecat_spans(client)
+            # Pipecat's turn spans reach Langfuse only through a client of ours, whose export filter takes them.
+            self._pipecat_spans_reach_langfuse = demote_pipecat_spans(client) and built_here
             self._writer = ObservationWriter(client)
             self.trace_id = Langfuse.create_trace_id(seed=self.conversation_id)
         self.observer = VoiceObserver(prices=self.prices, writer=self._writer, prompt=prompt)
@@ -119,8 +131,28 @@ class VoiceTracer:
 
     @property
     def observers(self) -> list[BaseObserver]:
-        """Observers to give ``PipelineWorker(observers=...)``."""
+        """Observers to give ``PipelineWorker(observers=...)``, for a worker not passed to :meth:`attach`."""
+        self._observers_given = True
         return [self.observer]
+
+    def attach(self, worker: Any) -> None:
+        """Trace ``worker`` (a ``PipelineWorker``): call it once, before the runner starts it.
+
+        It adds the observer (unless :attr:`observers` was given to the worker), and when the
+        worker has Pipecat's tracing on (``enable_tracing=tracer.enabled``) and its spans reach
+        Langfuse, the conversation becomes one tree: Pipecat's ``turn`` spans are the turns,
+        with this tracer's generations and tool calls under them; Pipecat's ``llm`` span of
+        each call is its LLM generation, and its ``stt`` / ``tts`` spans are folded into the
+        generations (the services' settings are their model parameters). Without Pipecat's
+        tracing the turns are the tracer's own, with the same boundaries and numbers.
+        """
+        if self._worker is not None:
+            raise RuntimeError("This tracer already follows a worker; create a new VoiceTracer for each call.")
+        self._worker = worker
+        if not self._observers_given:
+            worker.add_observer(self.observer)
+        if self._root_context is not None:
+            self._merge_with_pipecat()
 
     @asynccontextmanager
     async def conversation(self) -> AsyncIterator[VoiceTracer]:
@@ -133,6 +165,7 @@ class VoiceTracer:
             raise RuntimeError("A VoiceTracer traces one conversation; create a new one for the next call.")
         self._entered = True
         stack = ExitStack()
+        self._stack = stack
         root: Any = None
         if self._writer is not None:
             try:
@@ -155,6 +188,9 @@ class VoiceTracer:
                     )
                 )
                 self._writer.bind(root, otel_context.get_current())
+                self._root_context = otel_span_context(root)
+                if self._worker is not None:
+                    self._merge_with_pipecat()
             except Exception as exc:  # noqa: BLE001 - tracing must not stop the call
                 logger.warning(f"Could not start the Langfuse trace ({exc!r}); the call goes on untraced.")
         try:
@@ -167,6 +203,15 @@ class VoiceTracer:
             self._flushed = await self.flush()
             if self.observer.failures.count > 1:
                 logger.warning(f"{self.observer.failures.count} tracing errors in conversation {self.conversation_id}.")
+
+    def _merge_with_pipecat(self) -> None:
+        """Make Pipecat's spans of the attached worker and ours one tree, if they meet in Langfuse."""
+        if self._writer is None or self._root_context is None or not self._pipecat_spans_reach_langfuse:
+            return
+        if not adopt_conversation(self._worker, self._root_context, self.conversation_id):
+            return
+        self._writer.follow_pipecat(self._stack.enter_context(pipecat_spans_of(self.trace_id or "0")))
+        self.merged_with_pipecat = True
 
     def summary(self) -> ConversationSummary:
         """Turns, usage and cost of the conversation so far, and what happened to its spans.

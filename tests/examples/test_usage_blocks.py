@@ -21,8 +21,8 @@ README_SECTION = "## Use it in your own Pipecat bot"
 THE_THREE_LINES = (
     "tracer = VoiceTracer(TracingSettings.from_env())",
     "params=PipelineParams(enable_metrics=True, enable_usage_metrics=True),",
-    "observers=tracer.observers,",
     "enable_tracing=tracer.enabled,",
+    "tracer.attach(worker)",
     "conversation_id=tracer.conversation_id,",
     "async with tracer.conversation():",
     "print(tracer.summary().render())",

@@ -108,11 +108,11 @@ class LiveCall:
     tts_name: str
 
     def generations(self, name: str) -> list[ReceivedSpan]:
-        return sorted((s for s in self.spans if s.scope == "langfuse-sdk" and s.name == name), key=lambda s: s.start_ns)
+        return sorted((s for s in self.spans if s.name == name), key=lambda s: s.start_ns)
 
     def turns(self) -> list[ReceivedSpan]:
         return sorted(
-            (s for s in self.spans if s.scope == "langfuse-sdk" and s.name.startswith("turn ")),
+            (s for s in self.spans if s.name.startswith("turn ")),
             key=lambda s: s.start_ns,
         )
 

@@ -12,6 +12,7 @@ import itertools
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from langfuse import Langfuse
@@ -53,6 +54,7 @@ from tests.support.langfuse_rules import (
     METADATA,
     METADATA_PREFIX,
     MODEL,
+    MODEL_PARAMETERS,
     OBSERVATION_TYPE,
     OUTPUT,
     RELEASE,
@@ -73,6 +75,7 @@ from tests.support.langfuse_server import OTLP_PATH, LocalLangfuse, ReceivedSpan
 from tests.support.otel_global import fresh_global_tracer_provider
 
 CONVERSATION_ID = "conv-quick-1"
+MS = 1_000_000
 PRICES = PriceTable.load()
 STT, LLM, TTS = "speech-to-text", "llm-completion", "text-to-speech"
 
@@ -118,11 +121,11 @@ def root_of(call: TracedCall) -> ReceivedSpan:
 
 
 def turns_of(call: TracedCall) -> list[ReceivedSpan]:
-    return sorted((s for s in ours(call) if s.name.startswith("turn ")), key=lambda s: s.start_ns)
+    return sorted((s for s in call.spans if s.name.startswith("turn ")), key=lambda s: s.start_ns)
 
 
 def generations_of(call: TracedCall, name: str) -> list[ReceivedSpan]:
-    return sorted((s for s in ours(call) if s.name == name), key=lambda s: s.start_ns)
+    return sorted((s for s in call.spans if s.name == name), key=lambda s: s.start_ns)
 
 
 def pop_trace_attributes(attributes: dict[str, object]) -> None:
@@ -146,7 +149,10 @@ def iso(ns: int) -> str:
 def test_every_exported_span_of_the_conversation_shares_one_trace_id(call: TracedCall) -> None:
     assert call.tracer.trace_id == Langfuse.create_trace_id(seed=CONVERSATION_ID)
     assert {s.trace_id for s in call.spans} == {call.tracer.trace_id}
-    assert Counter(s.scope for s in call.spans) == {"langfuse-sdk": 1 + 3 + 9, "pipecat.turn": 1 + 3, "pipecat": 9}
+    # Our conversation and 6 STT/TTS generations; Pipecat's 3 turns and its 3 llm spans, which are
+    # the LLM generations. Pipecat's own conversation span is ours; its stt/tts spans are folded.
+    assert Counter(s.scope for s in call.spans) == {"langfuse-sdk": 1 + 6, "pipecat.turn": 3, "pipecat": 3}
+    assert call.tracer.merged_with_pipecat
 
 
 def test_trace_name_session_user_tags_environment_and_release_are_set(call: TracedCall) -> None:
@@ -165,10 +171,31 @@ def test_trace_name_session_user_tags_environment_and_release_are_set(call: Trac
         assert span.attributes[TRACE_NAME] == "voice-conversation", span.name
 
 
-def test_pipecat_spans_nest_under_the_conversation(call: TracedCall) -> None:
-    (pipecat_conversation,) = [s for s in call.spans if s.scope == "pipecat.turn" and s.name == "conversation"]
-    assert pipecat_conversation.parent_span_id == root_of(call).span_id
-    assert pipecat_conversation.attributes[CONVERSATION_ID_KEY] == CONVERSATION_ID
+def tree(spans: list[ReceivedSpan]) -> list[tuple[str, list[Any]]]:
+    """The spans as a tree of names, children in start order; every span must be reachable."""
+    exported = {span.span_id for span in spans}
+    children: dict[str | None, list[ReceivedSpan]] = {}
+    for span in sorted(spans, key=lambda s: (s.start_ns, s.name)):
+        parent = span.parent_span_id if span.parent_span_id in exported else None
+        children.setdefault(parent, []).append(span)
+
+    def grow(span_id: str | None) -> list[tuple[str, list[Any]]]:
+        return [(span.name, grow(span.span_id)) for span in children.pop(span_id, [])]
+
+    return grow(None)
+
+
+def test_the_conversation_is_one_tree_of_turns_and_their_generations(call: TracedCall) -> None:
+    leaves: list[Any] = [(STT, []), (LLM, []), (TTS, [])]
+    assert tree(call.spans) == [
+        ("voice-conversation", [("turn 1", leaves), ("turn 2", leaves), ("turn 3", leaves)]),
+    ]
+    # The turns are Pipecat's own turn spans, with its numbering, boundaries and attributes.
+    for number, turn in enumerate(turns_of(call), start=1):
+        assert turn.scope == "pipecat.turn"
+        assert turn.attributes["turn.number"] == number
+        assert turn.attributes[CONVERSATION_ID_KEY] == CONVERSATION_ID
+        assert turn.attributes["turn.was_interrupted"] is (number in (1, 3))  # 3: by the hang-up
 
 
 def test_every_request_uses_basic_auth_of_the_key_pair(call: TracedCall, server: LocalLangfuse) -> None:
@@ -193,6 +220,14 @@ def test_one_span_per_turn_under_the_conversation(call: TracedCall) -> None:
     ):
         attributes = observation_attributes(turn.attributes)
         pop_trace_attributes(attributes)
+        # Pipecat's own attributes of its turn span.
+        assert attributes.pop("turn.number") == number
+        assert attributes.pop("turn.type") == "conversation"
+        assert attributes.pop(CONVERSATION_ID_KEY) == CONVERSATION_ID
+        # Pipecat also counts the hang-up during turn 3 as an interruption; our metadata does not.
+        assert attributes.pop("turn.was_interrupted") is (number in (1, 3))
+        assert attributes.pop("turn.duration_seconds") == pytest.approx((turn.end_ns - turn.start_ns) / 1e9, abs=0.01)
+        assert attributes.pop("turn.user_bot_latency_seconds") == pytest.approx(latency, abs=0.05)
         assert attributes.pop(OBSERVATION_TYPE) == "span"
         assert attributes.pop(INPUT) == utterance.text
         assert attributes.pop(OUTPUT) == reply
@@ -212,12 +247,14 @@ def test_turns_follow_each_other_and_hold_the_work_that_started_in_them(call: Tr
     for earlier, later in itertools.pairwise(turns):
         assert earlier.end_ns <= later.start_ns, (earlier.name, later.name)
     by_id = {t.span_id: t for t in turns}
-    generations = [s for s in ours(call) if s.name in (STT, LLM, TTS)]
+    generations = [s for s in call.spans if s.name in (STT, LLM, TTS)]
     assert len(generations) == 9
     for generation in generations:
         turn = by_id[generation.parent_span_id or ""]
-        # Work cut short by a barge-in may end after its turn, but it started in it.
-        assert turn.start_ns <= generation.start_ns <= turn.end_ns, (generation.name, turn.name)
+        assert turn.attributes["turn.number"] == json_attribute(generation, f"{METADATA_PREFIX}turn")
+        # Work cut short by a barge-in may end after its turn, but it started in it. (Pipecat
+        # stamps its turn when its own observer task sees the frame, a few ms after it was pushed.)
+        assert turn.start_ns - 20 * MS <= generation.start_ns <= turn.end_ns, (generation.name, turn.name)
 
 
 def test_summary_matches_the_script(call: TracedCall) -> None:
@@ -256,6 +293,7 @@ def test_stt_generations_are_exactly_the_summed_audio_in_milliseconds(call: Trac
         pop_trace_attributes(attributes)
         assert attributes.pop(OBSERVATION_TYPE) == "generation"
         assert attributes.pop(MODEL) == SIMULATED_STT_MODEL
+        assert attributes.pop(MODEL_PARAMETERS) == {"language": "en"}  # the settings Pipecat's stt span had
         assert attributes.pop(OUTPUT) == QUICK_SCRIPT.utterances[i].text
         usage = attributes.pop(USAGE_DETAILS)
         assert usage == expected_usage[i]
@@ -298,6 +336,19 @@ def test_llm_generations_are_exactly_the_tokens_context_and_reply(call: TracedCa
         assert attributes.pop(COST_DETAILS) == PRICES.cost(SIMULATED_LLM_MODEL, usage)
         # The first token came TTFB after the response started.
         assert attributes.pop(COMPLETION_START_TIME) == iso(generation.start_ns + int(ttfb[i] * 1e9))
+        # The generation is Pipecat's own llm span of the call: its attributes stay, less what the
+        # generation says itself (input, output, usage) and the settings Pipecat left unset.
+        assert attributes.pop("metrics.ttfb") == pytest.approx(ttfb[i], abs=0.01)
+        assert {key: attributes.pop(key) for key in list(attributes) if not key.startswith(("langfuse.", METADATA))} == {
+            "gen_ai.provider.name": "offline",
+            "gen_ai.request.model": SIMULATED_LLM_MODEL,
+            "gen_ai.operation.name": "chat",
+            "gen_ai.output.type": "text",
+            "stream": True,
+            "param.model": SIMULATED_LLM_MODEL,
+            "param.filter_incomplete_user_turns": False,
+            "param.use_provider_thinking_default": False,
+        }
         assert attributes.pop(METADATA) == {
             "processor": llm,
             "turn": i + 1,
@@ -330,6 +381,7 @@ def test_tts_generations_are_exactly_the_characters_synthesized(call: TracedCall
         pop_trace_attributes(attributes)
         assert attributes.pop(OBSERVATION_TYPE) == "generation"
         assert attributes.pop(MODEL) == SIMULATED_TTS_MODEL
+        assert attributes.pop(MODEL_PARAMETERS) == {"voice": "simulated-voice", "language": "en"}
         assert attributes.pop(INPUT) == QUICK_SCRIPT.replies[i]
         usage = attributes.pop(USAGE_DETAILS)
         assert usage == expected_usage[i]
@@ -348,12 +400,12 @@ def test_tts_generations_are_exactly_the_characters_synthesized(call: TracedCall
 
 def test_model_usage_counts_each_usage_report_exactly_once(call: TracedCall) -> None:
     counted = [s for s in call.spans if counts_in_model_usage(s)]
-    # Only our generations are generation-like; Pipecat's llm/stt/tts spans are plain spans.
+    # Only our generations are generation-like; Pipecat's llm/stt/tts spans are folded into them.
     assert Counter(s.name for s in counted) == Counter(dict.fromkeys((STT, LLM, TTS), 3))
-    assert {s.scope for s in counted} == {"langfuse-sdk"}
-    demoted = [s for s in call.spans if s.scope == "pipecat" and s.attributes.get(GEN_AI_OPERATION) == "chat"]
-    assert len(demoted) == 3
-    assert {observation_type(s) for s in demoted} == {"SPAN"}
+    # Pipecat's llm spans are the LLM generations: typed and priced by us, its gen_ai.* usage unused.
+    assert {s.scope for s in counted if s.name != LLM} == {"langfuse-sdk"}
+    assert [s.name for s in call.spans if s.attributes.get(GEN_AI_OPERATION)] == [LLM] * 3
+    assert {observation_type(s) for s in call.spans if s.scope == "pipecat.turn"} == {"SPAN"}
 
     totals: Counter[str] = Counter()
     for span in counted:
@@ -414,7 +466,10 @@ def test_usage_reported_after_an_interruption_lands_on_its_own_turn(server: Loca
     first_usage = names.index(LLMUsageMetricsData.__name__)
     assert first_usage > second_turn_starts, "the LLM should report its usage after the barge-in"
 
+    leaves: list[Any] = [(STT, []), (LLM, []), (TTS, [])]
+    assert tree(call.spans) == [("voice-conversation", [("turn 1", leaves), ("turn 2", leaves)])]
     turn_1, turn_2 = turns_of(call)
+    assert {turn_1.scope, turn_2.scope} == {"pipecat.turn"}
     llm_1, llm_2 = generations_of(call, LLM)
     assert llm_1.parent_span_id == turn_1.span_id
     assert llm_2.parent_span_id == turn_2.span_id
@@ -424,3 +479,21 @@ def test_usage_reported_after_an_interruption_lands_on_its_own_turn(server: Loca
     assert json_attribute(turn_1, f"{METADATA_PREFIX}interrupted") is True
     assert turn_1.end_ns <= turn_2.start_ns
     assert turn_1.start_ns <= llm_1.start_ns <= turn_1.end_ns < llm_1.end_ns  # the cut LLM outlasts its turn
+
+
+def test_without_pipecat_tracing_the_tree_is_the_same_with_turns_of_our_own(server: LocalLangfuse) -> None:
+    tracer = VoiceTracer(settings_for(server), conversation_id="conv-no-pipecat-tracing")
+    call = run_traced_call(server, tracer, create_offline_services(QUICK_SCRIPT), pipecat_tracing=False)
+
+    assert not call.tracer.merged_with_pipecat
+    leaves: list[Any] = [(STT, []), (LLM, []), (TTS, [])]
+    assert tree(call.spans) == [
+        ("voice-conversation", [("turn 1", leaves), ("turn 2", leaves), ("turn 3", leaves)]),
+    ]
+    assert {s.scope for s in call.spans} == {"langfuse-sdk"}
+    turns = turns_of(call)
+    assert [json_attribute(t, INPUT) for t in turns] == [u.text for u in QUICK_SCRIPT.utterances]
+    assert [json_attribute(t, OUTPUT) for t in turns] == list(QUICK_SCRIPT.replies)
+    # Pipecat's boundaries: turn 2 ended 2.5 s after the bot stopped, or when the caller spoke again.
+    for earlier, later in itertools.pairwise(turns):
+        assert earlier.end_ns <= later.start_ns

@@ -104,11 +104,13 @@ class TracedCall:
     requests: list[ReceivedRequest]
 
 
-def run_traced_call(server: LocalLangfuse, tracer: VoiceTracer, services: OfflineServices) -> TracedCall:
+def run_traced_call(
+    server: LocalLangfuse, tracer: VoiceTracer, services: OfflineServices, *, pipecat_tracing: bool = True
+) -> TracedCall:
     """Run ``services`` through the bot's own pipeline in a fresh event loop; collect what arrived."""
     spans_before, requests_before = len(server.spans), len(server.requests)
     witness = Witness()
-    summary = asyncio.run(run_offline_call(services, tracer, observers=[witness]))
+    summary = asyncio.run(run_offline_call(services, tracer, observers=[witness], pipecat_tracing=pipecat_tracing))
     return TracedCall(
         tracer=tracer,
         services=services,

@@ -2,7 +2,10 @@
 
 It answers the endpoints the SDK calls, checks Basic auth the way Langfuse does,
 and decodes the OTLP/HTTP protobuf body (gzip or not) into plain Python values,
-so tests can assert exactly what a real Langfuse would have received.
+so tests can assert exactly what a real Langfuse would have received. Score batches
+(``POST /api/public/scores``, a JSON list) are answered as Langfuse does: 202
+``{"message": "Accepted"}``, or 207 with acceptance counts when some scores are invalid,
+or 400 when the body is not a list.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 OTLP_PATH = "/api/public/otel/v1/traces"
 PROJECTS_PATH = "/api/public/projects"
 HEALTH_PATH = "/api/public/health"
+SCORES_PATH = "/api/public/scores"
+NUMERIC_SCORE_TYPES = frozenset({"NUMERIC", "BOOLEAN"})
+SCORE_TYPES = frozenset({"NUMERIC", "BOOLEAN", "CATEGORICAL", "TEXT", "CORRECTION"})
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,9 @@ class LocalLangfuse:
             spans are not kept (the rest of the API still works).
         retry_after: When set, the ``Retry-After`` header of every non-2xx answer (e.g. ``"30"``
             with ``otlp_status=429``).
+        scores_status: When set, authenticated score requests get this status and their scores
+            are not kept (the rest of the API still works).
+        scores: The scores of accepted score requests, decoded, in arrival order.
 
     :meth:`go_down` closes the socket (connections are refused) and :meth:`come_back` listens
     again on the same port, so a client configured with :attr:`url` sees an outage and a recovery.
@@ -78,7 +87,9 @@ class LocalLangfuse:
     status_override: int | None = None
     otlp_status: int | None = None
     retry_after: str | None = None
+    scores_status: int | None = None
     spans: list[ReceivedSpan] = field(default_factory=list)
+    scores: list[dict[str, Any]] = field(default_factory=list)
     requests: list[ReceivedRequest] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
@@ -134,6 +145,25 @@ class LocalLangfuse:
                 raise TimeoutError(f"condition not met; received {len(spans)} spans")
             time.sleep(0.02)
 
+    def wait_for_scores(
+        self, predicate: Callable[[list[dict[str, Any]]], bool], timeout_s: float = 10.0
+    ) -> list[dict[str, Any]]:
+        """Wait until ``predicate(scores)`` is true; return the scores (raise on timeout)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                scores = list(self.scores)
+            if predicate(scores):
+                return scores
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"condition not met; received {len(scores)} scores")
+            time.sleep(0.02)
+
+    def requests_to(self, path: str) -> list[ReceivedRequest]:
+        """Requests received so far for ``path`` (whatever their answer), in arrival order."""
+        with self._lock:
+            return [r for r in self.requests if r.path == path]
+
     def auth_error(self, authorization: str | None) -> str | None:
         """Langfuse's 401 message for this Authorization header, or None when it is valid."""
         if not authorization or not authorization.startswith("Basic "):
@@ -148,10 +178,13 @@ class LocalLangfuse:
             return "Invalid credentials. Confirm that you've configured the correct host."
         return None
 
-    def _record(self, request: ReceivedRequest, spans: list[ReceivedSpan]) -> None:
+    def _record(
+        self, request: ReceivedRequest, spans: list[ReceivedSpan], scores: list[dict[str, Any]] | None = None
+    ) -> None:
         with self._lock:
             self.requests.append(request)
             self.spans.extend(spans)
+            self.scores.extend(scores or [])
 
 
 StartLocalLangfuse = Callable[..., LocalLangfuse]
@@ -182,6 +215,27 @@ def decode_export(body: bytes) -> list[ReceivedSpan]:
                     )
                 )
     return spans
+
+
+def score_error(score: Any) -> str | None:
+    """Why Langfuse would reject one score of a batch, or None when it is valid (the checks that matter here)."""
+    if not isinstance(score, dict):
+        return "score must be an object"
+    if not isinstance(score.get("name"), str) or not score["name"]:
+        return "name: Required"
+    if not any(isinstance(score.get(key), str) for key in ("traceId", "sessionId", "datasetRunId")):
+        return "one of traceId, sessionId or datasetRunId is required"
+    data_type, value = score.get("dataType"), score.get("value")
+    if data_type is not None and data_type not in SCORE_TYPES:
+        return f"dataType: invalid value {data_type!r}"
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    if data_type in NUMERIC_SCORE_TYPES and not numeric:
+        return f"value: {data_type} scores need a number"
+    if data_type is not None and data_type not in NUMERIC_SCORE_TYPES and not isinstance(value, str):
+        return f"value: {data_type} scores need a string"
+    if data_type is None and not (numeric or isinstance(value, str)):
+        return "value: Required"
+    return None
 
 
 def _value(value: AnyValue) -> Any:
@@ -234,6 +288,8 @@ def _make_handler(server: LocalLangfuse) -> type[BaseHTTPRequestHandler]:
             if self.command == "POST" and path == OTLP_PATH and server.otlp_status is not None:
                 server._record(request, [])
                 return self._json(server.otlp_status, {"message": "rejected OTLP export"})
+            if self.command == "POST" and path == SCORES_PATH:
+                return self._scores(request, body)
             if self.command == "POST" and path == OTLP_PATH:
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
@@ -241,6 +297,25 @@ def _make_handler(server: LocalLangfuse) -> type[BaseHTTPRequestHandler]:
                 return self._send(200, ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf")
             server._record(request, [])
             return self._json(404, {"message": "not found"})
+
+        def _scores(self, request: ReceivedRequest, body: bytes) -> None:
+            if server.scores_status is not None:
+                server._record(request, [])
+                return self._json(server.scores_status, {"message": "rejected scores"})
+            try:
+                scores = json.loads(body)
+            except ValueError:
+                scores = None
+            if not isinstance(scores, list):
+                server._record(request, [])
+                return self._json(400, {"message": "Invalid request data", "error": "expected a list of scores"})
+            errors = [error for error in map(score_error, scores) if error is not None]
+            accepted = [score for score in scores if score_error(score) is None]
+            server._record(request, [], accepted)
+            if errors:
+                messages = [{"message": error} for error in errors]
+                return self._json(207, {"accepted": len(accepted), "rejected": len(errors), "errors": messages})
+            return self._json(202, {"message": "Accepted"})
 
         def _json(self, status: int, payload: Any) -> None:
             self._send(status, json.dumps(payload).encode(), "application/json")

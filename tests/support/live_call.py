@@ -153,7 +153,8 @@ class LiveCall:
     seconds: float = 0.0
 
     def ours(self) -> list[ReceivedSpan]:
-        return [s for s in self.spans if s.scope == "langfuse-sdk"]
+        """The conversation's observations: ours, and Pipecat's turn and llm spans it adopted (one tree)."""
+        return list(self.spans)
 
     def root(self) -> ReceivedSpan:
         (root,) = [s for s in self.ours() if s.name == "voice-conversation"]

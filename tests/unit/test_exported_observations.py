@@ -60,6 +60,7 @@ from tests.support.langfuse_rules import (
     IS_APP_ROOT,
     METADATA,
     MODEL,
+    MODEL_PARAMETERS,
     OBSERVATION_TYPE,
     OUTPUT,
     RELEASE,
@@ -380,6 +381,7 @@ def test_stt_generations_are_exactly_the_audio_rounded_to_milliseconds(call: Exp
         pop_trace_attributes(attributes)
         assert attributes.pop(OBSERVATION_TYPE) == "generation"
         assert attributes.pop(MODEL) == "acme-stt"
+        assert attributes.pop(MODEL_PARAMETERS) == {"language": "en"}  # the service's settings, as Pipecat's span has them
         assert attributes.pop(OUTPUT) == text
         assert attributes.pop(USAGE_DETAILS) == {"input_audio_ms": ms}
         assert attributes.pop(COST_DETAILS) == {"input_audio_ms": ms / 1e6, "total": ms / 1e6}  # $1e-6 per ms
@@ -466,6 +468,7 @@ def test_tts_generations_are_exactly_the_characters_and_end_at_the_interruption(
         pop_trace_attributes(attributes)
         assert attributes.pop(OBSERVATION_TYPE) == "generation"
         assert attributes.pop(MODEL) == "acme-tts"
+        assert attributes.pop(MODEL_PARAMETERS) == {"voice": "acme-voice", "language": "en"}
         assert attributes.pop(INPUT) == text
         assert attributes.pop(USAGE_DETAILS) == {"input_characters": characters}
         cost = characters / 1e5  # $1e-5 per character
