@@ -55,6 +55,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from pipecat_langfuse._failures import FailureLog
+from pipecat_langfuse._scores import ScoreDataType, ScoreSender, make_score
 from pipecat_langfuse._spool import (
     LedgerProcessor,
     RecordingSession,
@@ -569,6 +570,9 @@ class ObservationWriter:
         self._base_context: otel_context.Context | None = None
         self._root: otel_trace.SpanContext | None = None
         self._pipecat_spans: PipecatSpans | None = None
+        self._scores: ScoreSender | None = None
+        self._environment: str | None = None
+        self.trace_id: str | None = None
         self.failures = failures if failures is not None else FailureLog()
 
     @property
@@ -579,6 +583,11 @@ class ObservationWriter:
     def bind(self, root: LangfuseSpan, base_context: otel_context.Context) -> None:
         """Parent future observations on ``root``, with trace attributes from ``base_context``."""
         self._root, self._base_context = _otel_span_of(root).get_span_context(), base_context
+        self.trace_id = root.trace_id
+
+    def send_scores(self, sender: ScoreSender, environment: str | None) -> None:
+        """Send the turns' and the conversation's scores with ``sender``."""
+        self._scores, self._environment = sender, environment
 
     def follow_pipecat(self, spans: PipecatSpans) -> None:
         """Use Pipecat's turn and llm spans as the turns and LLM generations (one tree with Pipecat's tracing)."""
@@ -605,10 +614,12 @@ class ObservationWriter:
         metadata: Mapping[str, Any],
         level: SpanLevel | None = None,
         status_message: str | None = None,
+        scores: Mapping[str, float | bool | str] | None = None,
     ) -> None:
-        """Set the turn's transcript, metadata and level, then end its span.
+        """Set the turn's transcript, metadata and level, then end its span and send its scores.
 
-        Our own span ends at ``end_ns``; Pipecat's ends at the time Pipecat ended it.
+        Our own span ends at ``end_ns``; Pipecat's ends at the time Pipecat ended it. A bool
+        score is BOOLEAN, a string CATEGORICAL, a number NUMERIC.
         """
         if turn is None:
             return
@@ -625,6 +636,30 @@ class ObservationWriter:
                 turn.adopted.release()
             else:
                 turn.observation.end(end_time=end_ns)
+            self.score(scores or {}, observation=turn.observation)
+
+    def score(self, scores: Mapping[str, float | bool | str], *, observation: LangfuseSpan | None = None) -> None:
+        """Send ``scores`` for ``observation`` (the trace's, without one) through the score sender."""
+        if self._scores is None or not scores:
+            return
+        trace_id = observation.trace_id if observation is not None else self.trace_id
+        if trace_id is None:
+            return
+        for name, value in scores.items():
+            with self._guard(f"scoring {name}"):
+                data_type: ScoreDataType = (
+                    "BOOLEAN" if isinstance(value, bool) else "CATEGORICAL" if isinstance(value, str) else "NUMERIC"
+                )
+                self._scores.add(
+                    make_score(
+                        name=name,
+                        value=value,
+                        trace_id=trace_id,
+                        observation_id=observation.id if observation is not None else None,
+                        data_type=data_type,
+                        environment=self._environment,
+                    )
+                )
 
     def tool(self, *, parent: TurnSpan | None, name: str, start_ns: int, end_ns: int, **fields: Any) -> None:
         """Create and end one ``tool`` observation spanning ``start_ns``..``end_ns`` under ``parent``."""

@@ -83,6 +83,7 @@ from pipecat.metrics.metrics import (
     TTSUsageMetricsData,
 )
 from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.processors.aggregators.llm_response_universal import LLMUserAggregator
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.ai_service import AIService
 from pipecat.services.llm_service import LLMService
@@ -199,6 +200,12 @@ class _Turn:
     """Input audio (s) the observer had seen when the turn started."""
     bot_stopped_ns: int | None = None
     """When the bot last stopped speaking in this turn."""
+    speech_end_ns: int | None = None
+    """When the user stopped speaking, by the VAD (its stop time less its ``stop_secs``)."""
+    endpointing_cause: str | None = None
+    """What ended the user's turn (see :data:`ENDPOINTING_CAUSES`)."""
+    ttfb_s: dict[str, float] = field(default_factory=dict)
+    """Each service kind's first TTFB in the turn."""
     span: TurnSpan | None = None
     errors: list[_Error] = field(default_factory=list)
     pending_end: dict[str, Any] | None = None
@@ -314,6 +321,7 @@ class VoiceObserver(BaseObserver):
         self._missing_warned: set[str] = set()
         self._unpriced_warned: set[str] = set()
         self._finished = False
+        self._aggregators: set[int] = set()
 
     # -- Pipecat hooks -----------------------------------------------------------------
 
@@ -409,6 +417,9 @@ class VoiceObserver(BaseObserver):
             self._start_turn(data.timestamp)
 
     def _on_user_started(self, data: FramePushed, frame: UserStartedSpeakingFrame) -> None:
+        if isinstance(data.source, LLMUserAggregator) and id(data.source) not in self._aggregators:
+            self._aggregators.add(id(data.source))
+            data.source.add_event_handler("on_user_turn_stopped", self._on_user_turn_stopped)
         if _is_upstream_copy(data):
             return
         turn = self._current_turn(data.timestamp)
@@ -418,6 +429,12 @@ class VoiceObserver(BaseObserver):
             turn = self._start_turn(data.timestamp)
         if turn.user_started_ns is None:
             turn.user_started_ns = data.timestamp
+
+    async def _on_user_turn_stopped(self, _aggregator: object, strategy: object, _message: object) -> None:
+        """The user aggregator's event: which of its strategies ended the user's turn."""
+        turn = next((t for t in reversed(self._turns) if t.user_started_ns is not None), None)
+        if turn is not None and turn.endpointing_cause is None:
+            turn.endpointing_cause = endpointing_cause(strategy)
 
     def _on_user_stopped(self, data: FramePushed, frame: UserStoppedSpeakingFrame) -> None:
         if _is_upstream_copy(data):
@@ -431,7 +448,9 @@ class VoiceObserver(BaseObserver):
             return
         # The VAD speaks up stop_secs after the user went quiet; it wins over the turn's own stop.
         stop_s = _seconds(frame.stop_secs) or 0.0
-        self._current_turn(data.timestamp).user_stopped_ns = data.timestamp - int(stop_s * 1e9)
+        turn = self._current_turn(data.timestamp)
+        if turn.user_stopped_ns is None:  # a pause after the turn's end was decided is not its end
+            turn.speech_end_ns = data.timestamp - int(stop_s * 1e9)
 
     def _on_bot_started(self, data: FramePushed, frame: BotStartedSpeakingFrame) -> None:
         if _is_upstream_copy(data) or self._bot_speaking:
@@ -439,8 +458,9 @@ class VoiceObserver(BaseObserver):
         self._bot_speaking = True
         turn = self._current_turn(data.timestamp)
         turn.bot_spoke = True
-        if turn.latency_s is None and turn.user_stopped_ns is not None:
-            turn.latency_s = max(0.0, (data.timestamp - turn.user_stopped_ns) / 1e9)
+        spoke_until = turn.speech_end_ns if turn.speech_end_ns is not None else turn.user_stopped_ns
+        if turn.latency_s is None and spoke_until is not None:
+            turn.latency_s = max(0.0, (data.timestamp - spoke_until) / 1e9)
 
     def _on_bot_stopped(self, data: FramePushed, frame: BotStoppedSpeakingFrame) -> None:
         if _is_upstream_copy(data) or not self._bot_speaking:
@@ -618,6 +638,7 @@ class VoiceObserver(BaseObserver):
                 unit = self._metric_unit(data, kind, item.model)
                 if unit.ttfb_s is None:
                     unit.ttfb_s = ttfb_s
+                    unit.turn.ttfb_s.setdefault(kind, ttfb_s)
         elif isinstance(item, ProcessingMetricsData):
             processing_s = _seconds(item.value)
             if processing_s is None:
@@ -1011,11 +1032,17 @@ class VoiceObserver(BaseObserver):
         metadata: dict[str, Any] = {"turn": turn.number, "interrupted": interrupted}
         if turn.latency_s is not None:
             metadata["voice_to_voice_latency_s"] = round(turn.latency_s, 4)
+        scores = turn_scores(turn)
+        if "endpointing_delay_ms" in scores:
+            metadata["endpointing_delay_ms"] = scores["endpointing_delay_ms"]
+        if turn.endpointing_cause is not None:
+            metadata["endpointing_cause"] = turn.endpointing_cause
         turn.pending_end = {
             "end_ns": self._epoch(end_ns),
             "input": " ".join(turn.user_text),
             "output": "".join(turn.bot_text).strip(),
             "metadata": metadata,
+            "scores": scores,
         }
         if all(e.recovered for e in turn.errors):
             self._end_turn_span(turn)
@@ -1040,6 +1067,46 @@ class VoiceObserver(BaseObserver):
 
     def _report_failure(self, exc: Exception, frame: Frame | None) -> None:
         self.failures.report(f"observing {frame}" if frame is not None else "finishing the conversation", exc)
+
+
+ENDPOINTING_CAUSES: tuple[tuple[str, str], ...] = (
+    ("SpeechTimeoutUserTurnStopStrategy", "silence_timeout"),
+    ("TurnAnalyzerUserTurnStopStrategy", "turn_model"),
+    ("ExternalUserTurnStopStrategy", "stt_endpoint"),
+    ("ExternalUserTurnCompletionStopStrategy", "stt_endpoint"),
+    ("LLMTurnCompletionUserTurnStopStrategy", "llm_turn_completion"),
+)
+"""Pipecat's user-turn stop strategies and the endpointing cause each stands for.
+
+``silence_timeout``: the user was quiet for the strategy's timeout. ``turn_model``: a turn model
+(Smart Turn) judged the turn complete. ``stt_endpoint``: the speech-to-text service said the
+utterance ended (Deepgram Flux, AssemblyAI, Speechmatics turn detection…). A strategy not listed
+is its class name; the stop watchdog of a turn nobody ended is ``stop_timeout``.
+"""
+
+
+def endpointing_cause(strategy: object) -> str:
+    """The endpointing cause of a Pipecat user-turn stop strategy (see :data:`ENDPOINTING_CAUSES`)."""
+    if strategy is None:
+        return "stop_timeout"
+    names = [cls.__name__ for cls in type(strategy).__mro__]
+    return next((cause for name, cause in ENDPOINTING_CAUSES if name in names), names[0])
+
+
+def turn_scores(turn: _Turn) -> dict[str, float | bool | str]:
+    """The turn's scores (names as in the README, "Latency you can chart"), for what was measured."""
+    scores: dict[str, float | bool | str] = {}
+    if turn.latency_s is not None:
+        scores["voice_to_voice_ms"] = round(turn.latency_s * 1000, 1)
+    for kind in _KIND_ORDER:
+        if kind in turn.ttfb_s:
+            scores[f"{kind}_ttfb_ms"] = round(turn.ttfb_s[kind] * 1000, 1)
+    if turn.speech_end_ns is not None and turn.user_stopped_ns is not None:
+        scores["endpointing_delay_ms"] = round(max(0, turn.user_stopped_ns - turn.speech_end_ns) / 1e6, 1)
+    if turn.endpointing_cause is not None:
+        scores["endpointing_cause"] = turn.endpointing_cause
+    scores["interrupted"] = turn.interrupted
+    return scores
 
 
 def _model_parameters(service: FrameProcessor | None) -> dict[str, Any]:

@@ -435,3 +435,17 @@ def _rejected_of(response: httpx.Response, count: int) -> int:
     except (ValueError, AttributeError):
         return 0
     return min(max(rejected, 0), count) if isinstance(rejected, int) else 0
+
+
+_shared: dict[tuple[str, str | None, str | None], ScoreSender] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_sender(settings: TracingSettings) -> ScoreSender:
+    """The process's one :class:`ScoreSender` for ``settings``' host and public key (one thread, however many calls)."""
+    key = (settings.base_url, settings.public_key, settings.secret_key)
+    with _shared_lock:
+        sender = _shared.get(key)
+        if sender is None:
+            sender = _shared[key] = ScoreSender(settings)
+        return sender

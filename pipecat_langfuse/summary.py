@@ -7,6 +7,7 @@ example bots print when a call ends. The costs are the ones sent to Langfuse as 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -153,6 +154,30 @@ class ConversationSummary:
     spans: SpanCounts | None = None
     errors: int = 0
     unrecovered_errors: int = 0
+
+    @property
+    def voice_to_voice_mean_s(self) -> float | None:
+        """Mean voice-to-voice latency over the turns that measured one."""
+        latencies = self._latencies()
+        return sum(latencies) / len(latencies) if latencies else None
+
+    @property
+    def voice_to_voice_p95_s(self) -> float | None:
+        """95th percentile (nearest rank) of the turns' voice-to-voice latencies."""
+        latencies = sorted(self._latencies())
+        return latencies[max(math.ceil(0.95 * len(latencies)) - 1, 0)] if latencies else None
+
+    @property
+    def interruptions(self) -> int:
+        """Turns in which the caller interrupted the bot."""
+        return sum(t.interrupted for t in self.turns)
+
+    def cost_usd_of(self, kind: str) -> float:
+        """Cost of the priced ``kind`` (``stt``, ``llm`` or ``tts``) work, USD."""
+        return sum(m.cost_usd or 0.0 for m in self.models if m.kind == kind)
+
+    def _latencies(self) -> list[float]:
+        return [t.voice_to_voice_s for t in self.turns if t.voice_to_voice_s is not None]
 
     @property
     def total_cost_usd(self) -> float:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import ExitStack, asynccontextmanager, suppress
@@ -46,6 +47,7 @@ from pipecat_langfuse._langfuse import (
 from pipecat_langfuse._observer import VoiceObserver
 from pipecat_langfuse._pipecat import adopt_conversation
 from pipecat_langfuse._runner import correlate
+from pipecat_langfuse._scores import ScoreSender, shared_sender
 from pipecat_langfuse.pricing import PriceTable
 from pipecat_langfuse.settings import LANGFUSE_FLUSH_TIMEOUT, TracingSettings
 from pipecat_langfuse.summary import ConversationSummary
@@ -94,6 +96,7 @@ class VoiceTracer:
         self._entered = False
         self._flushed: bool | None = None
         self._worker: Any = None
+        self._scores: ScoreSender | None = None
         self._observers_given = False
         self._pipecat_spans_reach_langfuse = False
         self._root_context: Any = None
@@ -107,6 +110,9 @@ class VoiceTracer:
             # Pipecat's turn spans reach Langfuse only through a client of ours, whose export filter takes them.
             self._pipecat_spans_reach_langfuse = demote_pipecat_spans(client) and built_here
             self._writer = ObservationWriter(client)
+            if built_here and settings.public_key and settings.secret_key:  # scores go with the client we built
+                self._scores = shared_sender(settings)
+                self._writer.send_scores(self._scores, settings.environment)
             self.trace_id = Langfuse.create_trace_id(seed=self.conversation_id)
         self.observer = VoiceObserver(prices=self.prices, writer=self._writer, prompt=prompt)
 
@@ -243,8 +249,16 @@ class VoiceTracer:
         if self._writer is None:
             return True
         timeout = self.settings.flush_timeout_s
+        writer, scores = self._writer, self._scores
+
+        def flush_all() -> None:
+            started = time.monotonic()
+            writer.flush()
+            if scores is not None and not scores.flush(max(timeout - (time.monotonic() - started), 0.0)):
+                raise TimeoutError
+
         try:
-            await asyncio.wait_for(_in_daemon_thread(self._writer.flush), timeout=timeout)
+            await asyncio.wait_for(_in_daemon_thread(flush_all), timeout=timeout)
         except TimeoutError:
             logger.warning(
                 f"Langfuse at {self.settings.base_url} did not take the traces within {timeout:g} s "
@@ -260,22 +274,36 @@ class VoiceTracer:
     def _close_root(self, root: Any) -> None:
         summary = self.summary()
         try:
+            scores = conversation_scores(summary)
             root.update(
                 input=next((t.user_text for t in summary.turns if t.user_text), None),
                 output=next((t.bot_text for t in reversed(summary.turns) if t.bot_text), None),
                 metadata={
-                    "turns": len(summary.turns),
-                    "interruptions": sum(t.interrupted for t in summary.turns),
+                    **scores,
                     "total_cost_usd": round(summary.total_cost_usd, 6),
                     "errors": summary.errors,
                     "unrecovered_errors": summary.unrecovered_errors,
                 },
             )
+            if self._writer is not None:
+                self._writer.score(scores)
             prompt_hash = self.observer.system_prompt_sha256
             if prompt_hash is not None:  # trace metadata: filterable on the trace itself
                 set_trace_metadata(root, "system_prompt_sha256", prompt_hash)
         except Exception as exc:  # noqa: BLE001 - tracing must not fail the call
             logger.warning(f"Could not finish the Langfuse trace: {exc!r}")
+
+
+def conversation_scores(summary: ConversationSummary) -> dict[str, float]:
+    """The conversation's scores and trace metadata (names as in the README, "Latency you can chart")."""
+    scores: dict[str, float] = {"turns": len(summary.turns), "interruptions": summary.interruptions}
+    mean, p95 = summary.voice_to_voice_mean_s, summary.voice_to_voice_p95_s
+    if mean is not None and p95 is not None:
+        scores["voice_to_voice_mean_ms"] = round(mean * 1000, 1)
+        scores["voice_to_voice_p95_ms"] = round(p95 * 1000, 1)
+    for kind in ("stt", "llm", "tts"):
+        scores[f"cost_{kind}_usd"] = round(summary.cost_usd_of(kind), 6)
+    return scores
 
 
 async def _in_daemon_thread(function: Any) -> None:

@@ -236,6 +236,8 @@ def test_one_span_per_turn_under_the_conversation(call: TracedCall) -> None:
             "turn": number,
             "interrupted": number == 1,
             "voice_to_voice_latency_s": round(latency or 0, 4),
+            "endpointing_delay_ms": call.witness.endpointing_delays_ms()[number - 1],
+            "endpointing_cause": "silence_timeout",
         }
         assert attributes == {}, turn.name
 
@@ -255,6 +257,60 @@ def test_turns_follow_each_other_and_hold_the_work_that_started_in_them(call: Tr
         # Work cut short by a barge-in may end after its turn, but it started in it. (Pipecat
         # stamps its turn when its own observer task sees the frame, a few ms after it was pushed.)
         assert turn.start_ns - 20 * MS <= generation.start_ns <= turn.end_ns, (generation.name, turn.name)
+
+
+def test_each_turn_is_scored_with_its_latencies_endpointing_and_interruption(
+    call: TracedCall, server: LocalLangfuse
+) -> None:
+    scores = [s for s in server.scores if s["traceId"] == call.tracer.trace_id]
+    turns = turns_of(call)
+    ttfb = {
+        kind: call.witness.reported(TTFBMetricsData, service.name)
+        for kind, service in (("stt", call.services.stt), ("llm", call.services.llm), ("tts", call.services.tts))
+    }
+    delays = call.witness.endpointing_delays_ms()
+    assert len(delays) == 3
+    for i, (turn, summary) in enumerate(zip(turns, call.summary.turns, strict=True)):
+        mine = {s["name"]: s for s in scores if s.get("observationId") == turn.span_id}
+        assert {name: s["value"] for name, s in mine.items()} == {
+            "voice_to_voice_ms": round((summary.voice_to_voice_s or 0) * 1000, 1),
+            "stt_ttfb_ms": round(ttfb["stt"][i] * 1000, 1),
+            "llm_ttfb_ms": round(ttfb["llm"][i] * 1000, 1),
+            "tts_ttfb_ms": round(ttfb["tts"][i] * 1000, 1),
+            "endpointing_delay_ms": delays[i],
+            "endpointing_cause": "silence_timeout",  # the offline bot's SpeechTimeoutUserTurnStopStrategy
+            "interrupted": 1.0 if i == 0 else 0.0,
+        }
+        assert {name: s["dataType"] for name, s in mine.items()} == {
+            **dict.fromkeys(("voice_to_voice_ms", "stt_ttfb_ms", "llm_ttfb_ms", "tts_ttfb_ms"), "NUMERIC"),
+            "endpointing_delay_ms": "NUMERIC",
+            "endpointing_cause": "CATEGORICAL",
+            "interrupted": "BOOLEAN",
+        }
+        assert {s["environment"] for s in mine.values()} == {"ci"}
+        assert delays[i] >= 500  # at least the 0.5 s silence timeout (then the transcript is awaited)
+        assert json_attribute(turn, f"{METADATA_PREFIX}endpointing_delay_ms") == delays[i]
+
+
+def test_the_conversation_is_scored_with_its_latency_turns_interruptions_and_cost_split(
+    call: TracedCall, server: LocalLangfuse
+) -> None:
+    mine = {s["name"]: s for s in server.scores if s["traceId"] == call.tracer.trace_id and "observationId" not in s}
+    latencies = sorted(t.voice_to_voice_s or 0 for t in call.summary.turns)
+    by_kind = {kind: sum(m.cost_usd or 0 for m in call.summary.models if m.kind == kind) for kind in ("stt", "llm", "tts")}
+    expected = {
+        "turns": 3.0,
+        "interruptions": 1.0,
+        "voice_to_voice_mean_ms": round(sum(latencies) / 3 * 1000, 1),
+        "voice_to_voice_p95_ms": round(latencies[-1] * 1000, 1),  # nearest rank of 3 turns: the slowest
+        **{f"cost_{kind}_usd": round(cost, 6) for kind, cost in by_kind.items()},
+    }
+    assert {name: s["value"] for name, s in mine.items()} == expected
+    assert {s["dataType"] for s in mine.values()} == {"NUMERIC"}
+    # The same numbers are the conversation's metadata.
+    root = root_of(call)
+    for name, value in expected.items():
+        assert json_attribute(root, f"{METADATA_PREFIX}{name}") == value, name
 
 
 def test_summary_matches_the_script(call: TracedCall) -> None:

@@ -13,6 +13,8 @@ from pipecat.frames.frames import (
     TTSAudioRawFrame,
     TTSStoppedFrame,
     UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
 )
 from pipecat.metrics.metrics import (
     LLMUsageMetricsData,
@@ -55,10 +57,26 @@ class Witness(BaseObserver):
         elif isinstance(frame, UserStartedSpeakingFrame) and frame.broadcast_sibling_id is not None:
             if data.direction.name == "DOWNSTREAM":
                 self.events.append(("user_started", frame))
+        elif isinstance(frame, UserStoppedSpeakingFrame) and data.direction.name == "DOWNSTREAM":
+            self.events.append(("user_stopped_ns", data.timestamp))
+        elif isinstance(frame, VADUserStoppedSpeakingFrame) and data.direction.name == "DOWNSTREAM":
+            self.events.append(("speech_end_ns", data.timestamp - int(frame.stop_secs * 1e9)))
         elif isinstance(frame, TTSAudioRawFrame) and isinstance(data.source, TTSService):
             self.events.append(("tts_audio_s", len(frame.audio) / (frame.sample_rate * frame.num_channels * 2)))
         elif isinstance(frame, (InterruptionFrame, TranscriptionFrame, LLMFullResponseEndFrame, TTSStoppedFrame)):
             self.events.append((type(frame).__name__, frame))
+
+    def endpointing_delays_ms(self) -> list[float]:
+        """Per user turn: from the end of speech (by the VAD) to the end of the turn, in ms (0.1 ms)."""
+        delays: list[float] = []
+        speech_end: int | None = None
+        for name, value in self.events:
+            if name == "speech_end_ns":
+                speech_end = value  # type: ignore[assignment]
+            elif name == "user_stopped_ns" and speech_end is not None:
+                delays.append(round((value - speech_end) / 1e6, 1))  # type: ignore[operator]
+                speech_end = None
+        return delays
 
     def usage(self, metric: type) -> list[object]:
         """The values of every report of ``metric``, in order."""
