@@ -534,7 +534,8 @@ def _replay(env: Mapping[str, str]) -> CheckResult:
     others = spooled_for_other_hosts(settings)
     details = [
         f"spool:   {report.directory}",
-        f"sent:    {report.sent_spans} spans in {report.sent_files} files (deleted), in {report.seconds:.1f} s",
+        f"sent:    {report.sent_spans} spans and {report.sent_scores} scores in {report.sent_files} files (deleted), "
+        f"in {report.seconds:.1f} s",
         f"kept:    {report.kept_files} files (not sent; tried again next time)",
         f"failed:  {report.failed_files} files (Langfuse refused them; kept)",
     ]
@@ -545,7 +546,8 @@ def _replay(env: Mapping[str, str]) -> CheckResult:
     outcome = report.outcome
     if outcome is None and not report.failed_files:
         verdict = (
-            f"REPLAY OK: Langfuse at {host} accepted all {report.sent_files} spooled files ({report.sent_spans} spans)."
+            f"REPLAY OK: Langfuse at {host} accepted all {report.sent_files} spooled files "
+            f"({report.sent_spans} spans, {report.sent_scores} scores)."
             if report.sent_files
             else f"NOTHING TO REPLAY: the spool of {host} is empty."
         )
@@ -569,8 +571,8 @@ def _replay(env: Mapping[str, str]) -> CheckResult:
             "Check the host with `uv run test_langfuse`."
         )
     verdict = (
-        f"REPLAY INCOMPLETE: sent {report.sent_spans} spans ({report.sent_files} files) to {host}; "
-        f"{report.kept_files + report.failed_files} files not sent: {why}"
+        f"REPLAY INCOMPLETE: sent {report.sent_spans} spans and {report.sent_scores} scores "
+        f"({report.sent_files} files) to {host}; {report.kept_files + report.failed_files} files not sent: {why}"
     )
     return CheckResult(code, verdict, tuple(details), base_url=host)
 

@@ -416,7 +416,9 @@ class ScoreSender:
             pause_s=self._pause.remaining_s(),
             where=where,
         )
-        _OnceLog.warn(f"scores-{outcome.value}", f"{SCORE_FAILURE_PREFIX}{message}")
+        # Scores go to the host the spans go to, which fails them the same way: the span exporter's
+        # one warning for this failure explains both, so the call's log has one line per cause.
+        logger.debug(f"{SCORE_FAILURE_PREFIX}{message}")
 
     def _finish(self, *, sent: int = 0, spooled: int = 0, dropped: int = 0, evicted: int = 0) -> None:
         with self._lock:

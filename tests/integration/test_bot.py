@@ -8,11 +8,13 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from app.offline import QUICK_SCRIPT
+from pipecat_langfuse._scores import SCORES_PATH
 from tests.support.env import clean_environment
 from tests.support.langfuse_rules import MODEL, SESSION_ID, TRACE_TAGS, counts_in_model_usage, json_attribute
 from tests.support.langfuse_server import OTLP_PATH, LocalLangfuse, StartLocalLangfuse
@@ -144,9 +146,12 @@ def test_rejected_keys_are_reported_once(server: LocalLangfuse, tmp_path: Path) 
     env = {**langfuse_env(server, "yes"), "LANGFUSE_SECRET_KEY": "sk-lf-wrong-secret-9876543210"}
     result = run_bot(tmp_path, env, "--quick")
     assert result.returncode == 0, result.stderr
-    assert {r.path for r in server.requests} == {OTLP_PATH}
+    # One try each for spans and scores, then both pause: 5 minutes after a 401.
+    assert Counter(r.path for r in server.requests) == {OTLP_PATH: 1, SCORES_PATH: 1}
     assert server.spans == []
+    assert server.scores == []
     assert result.stderr.count("Sending traces to Langfuse failed") == 1
+    assert len([line for line in result.stderr.splitlines() if "| WARNING  |" in line]) == 1
     assert "401" in result.stderr
 
 

@@ -9,6 +9,7 @@ same port, and ``uv run test_langfuse --replay`` re-sends the spool.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -22,7 +23,7 @@ import pytest
 
 from pipecat_langfuse import TracingSettings
 from pipecat_langfuse._langfuse import replay_spool, replay_spool_in_background
-from pipecat_langfuse._spool import destination_folder
+from pipecat_langfuse._spool import SCORES_SUFFIX, destination_folder
 from tests.support.langfuse_rules import (
     COST_DETAILS,
     INPUT,
@@ -168,12 +169,21 @@ def test_replay_sends_exactly_the_spooled_spans_then_double_replay_duplicates_no
     )
 
     assert done.returncode == 0, done.stdout + done.stderr
-    files = len(list(outage.backup.glob("*.pb")))
+    score_files = sorted(outage.backup.glob(f"*{SCORES_SUFFIX}"))
+    spooled_scores = [score for path in score_files for score in json.loads(path.read_bytes())]
+    files = len(list(outage.backup.glob("*.pb"))) + len(score_files)
+    scores = len(spooled_scores)
+    assert scores == 3 * 7 + 7  # 7 per turn, 7 for the conversation (see test_tracing)
     assert done.stdout.startswith(
-        f"REPLAY OK: Langfuse at {server.url} accepted all {files} spooled files ({len(outage.spooled)} spans)."
+        f"REPLAY OK: Langfuse at {server.url} accepted all {files} spooled files "
+        f"({len(outage.spooled)} spans, {scores} scores)."
     )
-    assert f"sent:    {len(outage.spooled)} spans in {files} files (deleted)" in done.stdout
-    assert list(outage.folder.glob("*.pb")) == []
+    assert f"sent:    {len(outage.spooled)} spans and {scores} scores in {files} files (deleted)" in done.stdout
+    assert list(outage.folder.iterdir()) == []
+    # The scores too, as the call made them: on the turns and the trace of the spooled spans.
+    assert sorted(server.scores, key=lambda s: s["id"]) == sorted(spooled_scores, key=lambda s: s["id"])
+    turn_ids = {span.span_id for span in outage.spooled if span.name.startswith("turn ")}
+    assert {score.get("observationId") for score in spooled_scores} == {*turn_ids, None}
     # Exactly the spooled spans: same ids, same attributes, same times.
     assert len(server.spans) == len(outage.spooled)
     assert by_id(server.spans) == by_id(outage.spooled)
@@ -225,7 +235,7 @@ def test_replay_keeps_the_files_while_langfuse_is_down_or_rejects_the_keys(
     spool = outage.tmp / "kept-spool"
     folder = spool / destination_folder(server.url)
     shutil.copytree(outage.backup, folder)
-    files = len(list(folder.glob("*.pb")))
+    files = len(list(folder.iterdir()))
 
     wrong = run_command(
         [*CHECK, "--replay"],
@@ -235,7 +245,7 @@ def test_replay_keeps_the_files_while_langfuse_is_down_or_rejects_the_keys(
     )
     assert wrong.returncode == 3, wrong.stdout + wrong.stderr
     assert wrong.stdout.startswith(
-        f"REPLAY INCOMPLETE: sent 0 spans (0 files) to {server.url}; {files} files not sent:"
+        f"REPLAY INCOMPLETE: sent 0 spans and 0 scores (0 files) to {server.url}; {files} files not sent:"
     )
     assert "Langfuse rejected the keys (HTTP 401)" in wrong.stdout
 
@@ -243,5 +253,5 @@ def test_replay_keeps_the_files_while_langfuse_is_down_or_rejects_the_keys(
     down = run_command([*CHECK, "--replay"], cwd=outage.tmp, env=bot_env(server, spool), secrets=[SECRET_KEY])
     assert down.returncode == 4, down.stdout + down.stderr
     assert "cannot reach Langfuse (connection refused or no route); the files are kept" in down.stdout
-    assert len(list(folder.glob("*.pb"))) == files
+    assert len(list(folder.iterdir())) == files
     assert server.spans == []

@@ -297,7 +297,7 @@ def test_the_conversation_is_scored_with_its_latency_turns_interruptions_and_cos
 ) -> None:
     mine = {s["name"]: s for s in server.scores if s["traceId"] == call.tracer.trace_id and "observationId" not in s}
     latencies = sorted(t.voice_to_voice_s or 0 for t in call.summary.turns)
-    by_kind = {kind: sum(m.cost_usd or 0 for m in call.summary.models if m.kind == kind) for kind in ("stt", "llm", "tts")}
+    by_kind = {k: sum(m.cost_usd or 0 for m in call.summary.models if m.kind == k) for k in ("stt", "llm", "tts")}
     expected = {
         "turns": 3.0,
         "interruptions": 1.0,
@@ -395,7 +395,8 @@ def test_llm_generations_are_exactly_the_tokens_context_and_reply(call: TracedCa
         # The generation is Pipecat's own llm span of the call: its attributes stay, less what the
         # generation says itself (input, output, usage) and the settings Pipecat left unset.
         assert attributes.pop("metrics.ttfb") == pytest.approx(ttfb[i], abs=0.01)
-        assert {key: attributes.pop(key) for key in list(attributes) if not key.startswith(("langfuse.", METADATA))} == {
+        pipecat_attributes = [key for key in attributes if not key.startswith(("langfuse.", METADATA))]
+        assert {key: attributes.pop(key) for key in pipecat_attributes} == {
             "gen_ai.provider.name": "offline",
             "gen_ai.request.model": SIMULATED_LLM_MODEL,
             "gen_ai.operation.name": "chat",

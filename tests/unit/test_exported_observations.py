@@ -321,17 +321,23 @@ def test_each_turn_is_one_span_under_the_conversation_with_exact_times(call: Exp
 
 def test_turn_spans_carry_exactly_the_transcript_and_turn_metadata(call: ExportedCall) -> None:
     expected = [
-        ("Hi, are you there?", "Yes, I am.", {"turn": 1, "interrupted": False, "voice_to_voice_latency_s": 1.8}),
-        ("Tell me everything.", "Sure. Let me", {"turn": 2, "interrupted": True, "voice_to_voice_latency_s": 2.0}),
-        ("Stop, thanks.", "Okay.", {"turn": 3, "interrupted": False, "voice_to_voice_latency_s": 1.4}),
+        # Endpointing: from the end of speech (the VAD's stop less its 0.8 s) to the UserStoppedSpeakingFrame.
+        ("Hi, are you there?", "Yes, I am.", {"turn": 1, "interrupted": False, "voice_to_voice_latency_s": 1.8}, 1150),
+        (
+            "Tell me everything.",
+            "Sure. Let me",
+            {"turn": 2, "interrupted": True, "voice_to_voice_latency_s": 2.0},
+            1100,
+        ),
+        ("Stop, thanks.", "Okay.", {"turn": 3, "interrupted": False, "voice_to_voice_latency_s": 1.4}, 950),
     ]
-    for turn, (user_text, bot_text, metadata) in zip(call.turns, expected, strict=True):
+    for turn, (user_text, bot_text, metadata, endpointing_ms) in zip(call.turns, expected, strict=True):
         attributes = observation_attributes(turn.attributes or {})
         pop_trace_attributes(attributes)
         assert attributes.pop(OBSERVATION_TYPE) == "span"
         assert attributes.pop(INPUT) == user_text
         assert attributes.pop(OUTPUT) == bot_text
-        assert attributes.pop(METADATA) == metadata
+        assert attributes.pop(METADATA) == {**metadata, "endpointing_delay_ms": endpointing_ms}
         assert attributes == {}, turn.name
 
 
@@ -381,7 +387,7 @@ def test_stt_generations_are_exactly_the_audio_rounded_to_milliseconds(call: Exp
         pop_trace_attributes(attributes)
         assert attributes.pop(OBSERVATION_TYPE) == "generation"
         assert attributes.pop(MODEL) == "acme-stt"
-        assert attributes.pop(MODEL_PARAMETERS) == {"language": "en"}  # the service's settings, as Pipecat's span has them
+        assert attributes.pop(MODEL_PARAMETERS) == {"language": "en"}  # the service's settings
         assert attributes.pop(OUTPUT) == text
         assert attributes.pop(USAGE_DETAILS) == {"input_audio_ms": ms}
         assert attributes.pop(COST_DETAILS) == {"input_audio_ms": ms / 1e6, "total": ms / 1e6}  # $1e-6 per ms
@@ -499,6 +505,11 @@ def test_the_conversation_span_carries_the_call_totals_and_nothing_else(call: Ex
         "conversation_id": CONVERSATION_ID,
         "turns": 3,
         "interruptions": 1,
+        "voice_to_voice_mean_ms": 1733.3,  # (1.8 + 2.0 + 1.4) / 3 s
+        "voice_to_voice_p95_ms": 2000.0,  # nearest rank of three: the slowest
+        "cost_stt_usd": 0.002948,
+        "cost_llm_usd": 0.00013,
+        "cost_tts_usd": 0.0002,
         "total_cost_usd": 0.003278,
         "errors": 0,
         "unrecovered_errors": 0,
