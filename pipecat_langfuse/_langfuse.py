@@ -638,7 +638,12 @@ class ObservationWriter:
                 turn.observation.end(end_time=end_ns)
             self.score(scores or {}, observation=turn.observation)
 
-    def score(self, scores: Mapping[str, float | bool | str], *, observation: LangfuseSpan | None = None) -> None:
+    def score(
+        self,
+        scores: Mapping[str, float | bool | str],
+        *,
+        observation: LangfuseSpan | LangfuseGeneration | LangfuseTool | None = None,
+    ) -> None:
         """Send ``scores`` for ``observation`` (the trace's, without one) through the score sender."""
         if self._scores is None or not scores:
             return
@@ -675,6 +680,7 @@ class ObservationWriter:
         end_ns: int,
         completion_start_ns: int | None,
         adopt_llm_span: bool = False,
+        scores: Mapping[str, float | bool | str] | None = None,
         **fields: Any,
     ) -> None:
         """Create and end one generation spanning ``start_ns``..``end_ns`` under ``parent``.
@@ -693,12 +699,14 @@ class ObservationWriter:
             if completion_start_ns is not None:
                 fields["completion_start_time"] = datetime.fromtimestamp(completion_start_ns / 1e9, tz=UTC)
             if held is None:
-                self._start(LangfuseGeneration, name, parent_context, start_ns, fields).end(end_time=end_ns)
-                return
-            held.span.update_name(name)
-            _drop_duplicates_of_the_generation(held.span)
-            LangfuseGeneration(otel_span=held.span, langfuse_client=self._client, **fields)
-            held.release()
+                generation = self._start(LangfuseGeneration, name, parent_context, start_ns, fields)
+                generation.end(end_time=end_ns)
+            else:
+                held.span.update_name(name)
+                _drop_duplicates_of_the_generation(held.span)
+                generation = LangfuseGeneration(otel_span=held.span, langfuse_client=self._client, **fields)
+                held.release()
+            self.score(scores or {}, observation=generation)
 
     def _parent(self, turn: TurnSpan | None) -> otel_trace.SpanContext | None:
         if turn is None:

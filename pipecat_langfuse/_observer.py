@@ -206,6 +206,17 @@ class _Turn:
     """What ended the user's turn (see :data:`ENDPOINTING_CAUSES`)."""
     ttfb_s: dict[str, float] = field(default_factory=dict)
     """Each service kind's first TTFB in the turn."""
+    spoken: list[tuple[str, float, int | None]] = field(default_factory=list)
+    """The text the TTS spoke in this turn: (text, the turn's TTS audio seconds by then, its PTS)."""
+    tts_audio_s: float = 0.0
+    """Seconds of TTS audio generated in this turn."""
+    played_s: float = 0.0
+    """Seconds the bot spent speaking in this turn (its speaking intervals)."""
+    bot_started_ns: int | None = None
+    llm_chars: int = 0
+    """Non-space characters the turn's LLM calls generated so far."""
+    heard_text: str | None = None
+    """What the caller heard of the bot in this turn, once it ended (None: no TTS text)."""
     span: TurnSpan | None = None
     errors: list[_Error] = field(default_factory=list)
     pending_end: dict[str, Any] | None = None
@@ -240,6 +251,8 @@ class _Unit:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     tools: tuple[str, ...] = ()
     """Names of the tools the LLM was offered."""
+    text_offset: int = 0
+    """Non-space characters the turn's earlier LLM calls generated before this one."""
     errors: list[_Error] = field(default_factory=list)
 
 
@@ -322,6 +335,7 @@ class VoiceObserver(BaseObserver):
         self._unpriced_warned: set[str] = set()
         self._finished = False
         self._aggregators: set[int] = set()
+        self._awaiting_turn_end: list[_Unit] = []
 
     # -- Pipecat hooks -----------------------------------------------------------------
 
@@ -369,6 +383,10 @@ class VoiceObserver(BaseObserver):
             for unit in self._held:
                 self._export_unit(unit)
             self._held.clear()
+            for unit in self._awaiting_turn_end:  # a turn that never ended: none is left, normally
+                unit.turn.end_ns = unit.turn.end_ns if unit.turn.end_ns is not None else self._last_ns
+                self._export_unit(unit)
+            self._awaiting_turn_end.clear()
             for turn in self._turns:
                 self._end_turn_span(turn)
         except Exception as exc:  # noqa: BLE001 - tracing must never break the caller
@@ -383,6 +401,7 @@ class VoiceObserver(BaseObserver):
                 bot_text="".join(t.bot_text).strip(),
                 voice_to_voice_s=t.latency_s,
                 interrupted=t.interrupted,
+                heard_text=t.heard_text,
             )
             for t in self._turns
         )
@@ -458,6 +477,7 @@ class VoiceObserver(BaseObserver):
         self._bot_speaking = True
         turn = self._current_turn(data.timestamp)
         turn.bot_spoke = True
+        turn.bot_started_ns = data.timestamp
         spoke_until = turn.speech_end_ns if turn.speech_end_ns is not None else turn.user_stopped_ns
         if turn.latency_s is None and spoke_until is not None:
             turn.latency_s = max(0.0, (data.timestamp - spoke_until) / 1e9)
@@ -466,7 +486,11 @@ class VoiceObserver(BaseObserver):
         if _is_upstream_copy(data) or not self._bot_speaking:
             return
         self._bot_speaking = False
-        self._current_turn(data.timestamp).bot_stopped_ns = data.timestamp
+        turn = self._current_turn(data.timestamp)
+        turn.bot_stopped_ns = data.timestamp
+        if turn.bot_started_ns is not None:
+            turn.played_s += (data.timestamp - turn.bot_started_ns) / 1e9
+            turn.bot_started_ns = None
 
     def _on_transcription(self, data: FramePushed, frame: TranscriptionFrame) -> None:
         if self._kind(data.source) != "stt":
@@ -483,7 +507,10 @@ class VoiceObserver(BaseObserver):
 
     def _on_tts_audio(self, data: FramePushed, frame: TTSAudioRawFrame) -> None:
         if self._kind(data.source) == "tts":
-            self._unit(data, "tts", late=True).output_audio_s += _audio_seconds(frame)
+            unit = self._unit(data, "tts", late=True)
+            seconds = _audio_seconds(frame)
+            unit.output_audio_s += seconds
+            unit.turn.tts_audio_s += seconds
 
     def _on_llm_context(self, data: FramePushed, frame: LLMContextFrame) -> None:
         # Only the first push is observed, and processors may sit between the aggregator and the
@@ -607,6 +634,8 @@ class VoiceObserver(BaseObserver):
         unit.text.append(frame.text)
         if kind == "llm":
             unit.turn.bot_text.append(frame.text)
+        else:
+            unit.turn.spoken.append((frame.text, unit.turn.tts_audio_s, frame.pts))
         if self._unrecovered:
             self._worked(unit.processor)
 
@@ -818,8 +847,11 @@ class VoiceObserver(BaseObserver):
     def _close(self, unit: _Unit, end_ns: int) -> None:
         self._open.pop(unit.processor, None)
         unit.end_ns = max(end_ns, unit.start_ns)
-        if unit.kind == "llm" and unit.source is not None:
-            unit.response_model = _response_model(unit.source)
+        if unit.kind == "llm":
+            unit.text_offset = unit.turn.llm_chars
+            unit.turn.llm_chars += _visible_chars(_join_text(unit))
+            if unit.source is not None:
+                unit.response_model = _response_model(unit.source)
         self._settling.append(unit)
 
     def _export_settled(self, now_ns: int | None) -> None:
@@ -832,6 +864,9 @@ class VoiceObserver(BaseObserver):
                 self._export_unit(unit)
 
     def _export_unit(self, unit: _Unit) -> None:
+        if unit.kind == "llm" and unit.turn.end_ns is None:
+            self._awaiting_turn_end.append(unit)  # its fate (spoken, cut off…) is known when its turn ends
+            return
         service = type(unit.source).__name__ if unit.source is not None else None
         names = [name for name in (unit.model, unit.response_model) if name] or [_service_name(unit)]
         price = next(
@@ -867,6 +902,8 @@ class VoiceObserver(BaseObserver):
             metadata["transcripts"] = len(unit.text)
         if unit.tools:
             metadata["tools"] = list(unit.tools)
+        if unit.kind == "llm":
+            metadata[OUTPUT_FATE] = output_fate(unit)
         prompt_hash = _system_prompt_hash(unit.input) if unit.kind == "llm" else None
         if prompt_hash is not None:
             metadata["system_prompt_sha256"] = prompt_hash
@@ -906,6 +943,7 @@ class VoiceObserver(BaseObserver):
             status_message=status_message,
             prompt=self._prompt if unit.kind == "llm" else None,
             adopt_llm_span=unit.kind == "llm",
+            scores={OUTPUT_FATE: metadata[OUTPUT_FATE]} if unit.kind == "llm" else None,
         )
 
     def _export_tool(
@@ -1024,6 +1062,14 @@ class VoiceObserver(BaseObserver):
         if not interrupted and turn.bot_stopped_ns is not None:
             end_ns = min(end_ns, turn.bot_stopped_ns + TURN_END_TIMEOUT_NS)  # as Pipecat's turn tracking does
         turn.end_ns, turn.interrupted = end_ns, interrupted
+        if turn.bot_started_ns is not None:  # the bot was speaking until now
+            turn.played_s += max(0, end_ns - turn.bot_started_ns) / 1e9
+            turn.bot_started_ns = None
+        if turn.spoken:
+            turn.heard_text = heard_text(turn.spoken, turn.played_s, end_ns if interrupted else None)
+        for unit in [u for u in self._awaiting_turn_end if u.turn is turn]:
+            self._awaiting_turn_end.remove(unit)
+            self._export_unit(unit)
         self._export_complete_stt()
         latency = f"{turn.latency_s:.2f} s" if turn.latency_s is not None else "-"
         logger.info(f"Turn {turn.number} ended: voice-to-voice {latency}{', interrupted' if interrupted else ''}.")
@@ -1037,10 +1083,13 @@ class VoiceObserver(BaseObserver):
             metadata["endpointing_delay_ms"] = scores["endpointing_delay_ms"]
         if turn.endpointing_cause is not None:
             metadata["endpointing_cause"] = turn.endpointing_cause
+        generated = "".join(turn.bot_text).strip()
+        if turn.heard_text is not None and interrupted:
+            metadata["generated_text"] = generated  # the output is what the caller heard of it
         turn.pending_end = {
             "end_ns": self._epoch(end_ns),
             "input": " ".join(turn.user_text),
-            "output": "".join(turn.bot_text).strip(),
+            "output": turn.heard_text if turn.heard_text is not None else generated,
             "metadata": metadata,
             "scores": scores,
         }
@@ -1069,19 +1118,81 @@ class VoiceObserver(BaseObserver):
         self.failures.report(f"observing {frame}" if frame is not None else "finishing the conversation", exc)
 
 
-ENDPOINTING_CAUSES: tuple[tuple[str, str], ...] = (
-    ("SpeechTimeoutUserTurnStopStrategy", "silence_timeout"),
-    ("TurnAnalyzerUserTurnStopStrategy", "turn_model"),
-    ("ExternalUserTurnStopStrategy", "stt_endpoint"),
-    ("ExternalUserTurnCompletionStopStrategy", "stt_endpoint"),
-    ("LLMTurnCompletionUserTurnStopStrategy", "llm_turn_completion"),
-)
+OUTPUT_FATE = "output_fate"
+"""Metadata of an LLM generation: what became of its output (see :func:`output_fate`)."""
+PLAYBACK_SLACK_S = 0.02
+"""Audio that counts as played though the bot's speaking time is this much shorter (one output chunk)."""
+FATE_SLACK_CHARS = 3
+"""Characters an LLM reply may lose on its way to speech (markup the TTS drops) and still count as spoken."""
+
+
+def heard_text(spoken: list[tuple[str, float, int | None]], played_s: float, cut_ns: int | None) -> str:
+    """What the caller heard of a turn's speech, given how long the bot spoke and when it was cut off.
+
+    ``spoken`` is the TTS's text in order, each with the turn's TTS audio (s) generated by the time
+    it was pushed, and its presentation time (PTS) when the TTS gives word timestamps. A word
+    with a PTS was heard if it was presented before the cut (``cut_ns``, pipeline clock). Text
+    without one is pushed after its audio: heard when that audio was played (the bot spoke for
+    ``played_s``), and for the sentence playing at the cut, its share of the words, in proportion
+    to the part of its audio played. Not cut off (``cut_ns`` None): all of it.
+    """
+    heard: list[str] = []
+    audio_before_s = 0.0
+    for text, audio_s, pts in spoken:
+        if cut_ns is None or (pts is not None and pts <= cut_ns):
+            heard.append(text)
+        elif pts is None:
+            if audio_s <= played_s + PLAYBACK_SLACK_S:
+                heard.append(text)
+            else:
+                if played_s > audio_before_s:
+                    words = text.split()
+                    share = (played_s - audio_before_s) / (audio_s - audio_before_s)
+                    heard.append(" ".join(words[: int(len(words) * share)]))
+                break
+            audio_before_s = audio_s
+    return " ".join(" ".join(heard).split())
+
+
+def output_fate(unit: _Unit) -> str:
+    """What became of an LLM call's output: ``tool_call``, ``spoken``, ``cut_off`` or ``not_spoken``.
+
+    ``tool_call``: it called tools. Otherwise its text is placed in its turn's generated text, and
+    compared with what the caller heard of the turn (:func:`heard_text`): all of it heard is
+    ``spoken``, part of it ``cut_off``, none (or no text at all) ``not_spoken``. A turn the caller
+    did not interrupt heard everything.
+    """
+    if unit.tool_calls:
+        return "tool_call"
+    length = _visible_chars(_join_text(unit))
+    if length == 0:
+        return "not_spoken"
+    turn = unit.turn
+    if not turn.interrupted or turn.heard_text is None:
+        return "spoken"
+    heard = _visible_chars(turn.heard_text)
+    if heard >= unit.text_offset + length - FATE_SLACK_CHARS:
+        return "spoken"
+    return "cut_off" if heard > unit.text_offset else "not_spoken"
+
+
+def _visible_chars(text: str) -> int:
+    return sum(not c.isspace() for c in text)
+
+
+ENDPOINTING_CAUSES: dict[str, str] = {
+    "SpeechTimeoutUserTurnStopStrategy": "silence_timeout",
+    "TurnAnalyzerUserTurnStopStrategy": "turn_model",
+    "ExternalUserTurnStopStrategy": "stt_endpoint",
+    "LLMTurnCompletionUserTurnStopStrategy": "llm_turn_completion",
+}
 """Pipecat's user-turn stop strategies and the endpointing cause each stands for.
 
 ``silence_timeout``: the user was quiet for the strategy's timeout. ``turn_model``: a turn model
 (Smart Turn) judged the turn complete. ``stt_endpoint``: the speech-to-text service said the
-utterance ended (Deepgram Flux, AssemblyAI, Speechmatics turn detection…). A strategy not listed
-is its class name; the stop watchdog of a turn nobody ended is ``stop_timeout``.
+utterance ended (Deepgram Flux, AssemblyAI, Speechmatics turn detection…). ``llm_turn_completion``:
+the LLM judged the turn complete. The nearest listed base class of the strategy decides; a strategy
+with none listed is its class name. The stop watchdog of a turn nobody ended is ``stop_timeout``.
 """
 
 
@@ -1090,7 +1201,7 @@ def endpointing_cause(strategy: object) -> str:
     if strategy is None:
         return "stop_timeout"
     names = [cls.__name__ for cls in type(strategy).__mro__]
-    return next((cause for name, cause in ENDPOINTING_CAUSES if name in names), names[0])
+    return next((ENDPOINTING_CAUSES[name] for name in names if name in ENDPOINTING_CAUSES), names[0])
 
 
 def turn_scores(turn: _Turn) -> dict[str, float | bool | str]:

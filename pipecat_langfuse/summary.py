@@ -28,6 +28,8 @@ class TurnSummary:
         voice_to_voice_s: Seconds from when the user stopped speaking to when the bot started,
             or None when not measured (e.g. the bot did not answer).
         interrupted: Whether the turn ended while the bot was still speaking (a barge-in).
+        heard_text: What the caller heard of the bot: after a barge-in, the part of the reply
+            spoken before it; None when the turn had no speech.
     """
 
     number: int
@@ -35,6 +37,7 @@ class TurnSummary:
     bot_text: str
     voice_to_voice_s: float | None
     interrupted: bool
+    heard_text: str | None = None
 
 
 @dataclass(frozen=True)

@@ -173,7 +173,7 @@ def test_replay_sends_exactly_the_spooled_spans_then_double_replay_duplicates_no
     spooled_scores = [score for path in score_files for score in json.loads(path.read_bytes())]
     files = len(list(outage.backup.glob("*.pb"))) + len(score_files)
     scores = len(spooled_scores)
-    assert scores == 3 * 7 + 7  # 7 per turn, 7 for the conversation (see test_tracing)
+    assert scores == 3 * 7 + 3 + 7  # 7 per turn, 1 per LLM call (output_fate), 7 for the conversation
     assert done.stdout.startswith(
         f"REPLAY OK: Langfuse at {server.url} accepted all {files} spooled files "
         f"({len(outage.spooled)} spans, {scores} scores)."
@@ -183,7 +183,8 @@ def test_replay_sends_exactly_the_spooled_spans_then_double_replay_duplicates_no
     # The scores too, as the call made them: on the turns and the trace of the spooled spans.
     assert sorted(server.scores, key=lambda s: s["id"]) == sorted(spooled_scores, key=lambda s: s["id"])
     turn_ids = {span.span_id for span in outage.spooled if span.name.startswith("turn ")}
-    assert {score.get("observationId") for score in spooled_scores} == {*turn_ids, None}
+    llm_ids = {span.span_id for span in outage.spooled if span.name == "llm-completion"}
+    assert {score.get("observationId") for score in spooled_scores} == {*turn_ids, *llm_ids, None}
     # Exactly the spooled spans: same ids, same attributes, same times.
     assert len(server.spans) == len(outage.spooled)
     assert by_id(server.spans) == by_id(outage.spooled)

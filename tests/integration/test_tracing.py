@@ -230,9 +230,16 @@ def test_one_span_per_turn_under_the_conversation(call: TracedCall) -> None:
         assert attributes.pop("turn.user_bot_latency_seconds") == pytest.approx(latency, abs=0.05)
         assert attributes.pop(OBSERVATION_TYPE) == "span"
         assert attributes.pop(INPUT) == utterance.text
-        assert attributes.pop(OUTPUT) == reply
-        # The caller barges in on the first reply.
-        assert attributes.pop(METADATA) == {
+        heard = attributes.pop(OUTPUT)
+        metadata = attributes.pop(METADATA)
+        if number == 1:  # The caller barges in on the first reply: the output is what they heard of it.
+            assert metadata.pop("generated_text") == reply
+            assert heard.startswith("Yes. ")  # the first sentence, and part of the second
+            assert reply.startswith(heard)
+            assert len(heard) < len(reply)
+        else:
+            assert heard == reply
+        assert metadata == {
             "turn": number,
             "interrupted": number == 1,
             "voice_to_voice_latency_s": round(latency or 0, 4),
@@ -290,6 +297,14 @@ def test_each_turn_is_scored_with_its_latencies_endpointing_and_interruption(
         assert {s["environment"] for s in mine.values()} == {"ci"}
         assert delays[i] >= 500  # at least the 0.5 s silence timeout (then the transcript is awaited)
         assert json_attribute(turn, f"{METADATA_PREFIX}endpointing_delay_ms") == delays[i]
+
+
+def test_each_llm_generation_is_scored_with_the_fate_of_its_output(call: TracedCall, server: LocalLangfuse) -> None:
+    generations = generations_of(call, LLM)
+    fates = {s["observationId"]: s for s in server.scores if s["name"] == "output_fate"}
+    assert [fates[g.span_id]["value"] for g in generations] == ["cut_off", "spoken", "spoken"]
+    assert {fates[g.span_id]["dataType"] for g in generations} == {"CATEGORICAL"}
+    assert {fates[g.span_id]["traceId"] for g in generations} == {call.tracer.trace_id}
 
 
 def test_the_conversation_is_scored_with_its_latency_turns_interruptions_and_cost_split(
@@ -413,6 +428,7 @@ def test_llm_generations_are_exactly_the_tokens_context_and_reply(call: TracedCa
             # The bot's system prompt (its LLM's system_instruction), hashed.
             "system_prompt_sha256": hashlib.sha256(SYSTEM_PROMPT.encode()).hexdigest(),
             "processing_s": round(processing[i], 4),
+            "output_fate": "cut_off" if i == 0 else "spoken",  # the caller cut the first reply short
         }
         assert attributes == {}, generation.name
     # gpt-4.1-mini: $0.40 / $1.60 per million input / output tokens.
@@ -550,7 +566,7 @@ def test_without_pipecat_tracing_the_tree_is_the_same_with_turns_of_our_own(serv
     assert {s.scope for s in call.spans} == {"langfuse-sdk"}
     turns = turns_of(call)
     assert [json_attribute(t, INPUT) for t in turns] == [u.text for u in QUICK_SCRIPT.utterances]
-    assert [json_attribute(t, OUTPUT) for t in turns] == list(QUICK_SCRIPT.replies)
+    assert [json_attribute(t, OUTPUT) for t in turns][1:] == list(QUICK_SCRIPT.replies)[1:]  # 1: as heard
     # Pipecat's boundaries: turn 2 ended 2.5 s after the bot stopped, or when the caller spoke again.
     for earlier, later in itertools.pairwise(turns):
         assert earlier.end_ns <= later.start_ns

@@ -323,10 +323,11 @@ def test_turn_spans_carry_exactly_the_transcript_and_turn_metadata(call: Exporte
     expected = [
         # Endpointing: from the end of speech (the VAD's stop less its 0.8 s) to the UserStoppedSpeakingFrame.
         ("Hi, are you there?", "Yes, I am.", {"turn": 1, "interrupted": False, "voice_to_voice_latency_s": 1.8}, 1150),
+        # Cut off after "Sure.": the output is what the caller heard, next to what the LLM generated.
         (
             "Tell me everything.",
-            "Sure. Let me",
-            {"turn": 2, "interrupted": True, "voice_to_voice_latency_s": 2.0},
+            "Sure.",
+            {"turn": 2, "interrupted": True, "voice_to_voice_latency_s": 2.0, "generated_text": "Sure. Let me"},
             1100,
         ),
         ("Stop, thanks.", "Okay.", {"turn": 3, "interrupted": False, "voice_to_voice_latency_s": 1.4}, 950),
@@ -415,7 +416,7 @@ def test_llm_generations_are_exactly_the_tokens_and_the_context(call: ExportedCa
             "Yes, I am.",
             {"input": 20, "output": 5, "total": 25},
             {"input": 2e-05, "output": 1e-05, "total": 3e-05},
-            {"turn": 1, "processing_s": 0.35},
+            {"turn": 1, "processing_s": 0.35, "output_fate": "spoken"},
         ),
         (
             (6900, 8600, 7100),
@@ -423,7 +424,7 @@ def test_llm_generations_are_exactly_the_tokens_and_the_context(call: ExportedCa
             "Sure. Let me",
             {"input": 40, "output": 3, "total": 43},
             {"input": 4e-05, "output": 6e-06, "total": 4.6e-05},
-            {"turn": 2},
+            {"turn": 2, "output_fate": "cut_off"},  # the caller heard "Sure." of it
         ),
         (
             (9600, 9800, 9750),
@@ -431,7 +432,7 @@ def test_llm_generations_are_exactly_the_tokens_and_the_context(call: ExportedCa
             "Okay.",
             {"input": 50, "output": 2, "total": 52},
             {"input": 5e-05, "output": 4e-06, "total": 5.4e-05},
-            {"turn": 3},
+            {"turn": 3, "output_fate": "spoken"},
         ),
     ]
     generations = call.named("llm-completion")
