@@ -61,6 +61,7 @@ from pipecat_langfuse.settings import (  # noqa: E402
     LANGFUSE_BASE_URL,
     LANGFUSE_HOST,
     LANGFUSE_PUBLIC_KEY,
+    LANGFUSE_RELEASE,
     LANGFUSE_SECRET_KEY,
     LANGFUSE_SPOOL_DIR,
     LANGFUSE_TIMEOUT,
@@ -234,7 +235,14 @@ def _send_test_trace(
         outcome = watch.wait(span.id, settings.timeout_s + _MARGIN_S)
         flushed = watch.flushed
 
-    found = (f"project: {project}", f"host:    {host}", f"keys:    {_describe_keys(settings)}")
+    found = (
+        f"project: {project}",
+        f"host:    {host}",
+        f"keys:    {_describe_keys(settings)}",
+        f"release: {settings.release} (from {settings.release_source})"
+        if settings.release
+        else f"release: none (set {LANGFUSE_RELEASE} to the agent's version to compare versions in Langfuse)",
+    )
     if outcome is SpanExportResult.SUCCESS:
         return CheckResult(
             ExitCode.OK,

@@ -137,13 +137,25 @@ Default: none (Langfuse shows ``default``).
 LANGFUSE_RELEASE = "LANGFUSE_RELEASE"
 """.. envvar:: LANGFUSE_RELEASE
 
-Release of your application, e.g. a git sha, shown on every trace. At most 200 characters.
+The agent's version, e.g. a git sha or an image tag: the Langfuse release of every trace, so
+latency and cost can be compared between versions. At most 200 characters.
 
 Read by :meth:`TracingSettings.from_env` into :attr:`TracingSettings.release`, which the tracer
 passes to the Langfuse client. The Langfuse SDK has a variable of the same name.
 
-Default: none (the Langfuse SDK then uses a CI commit variable such as ``GITHUB_SHA`` if one is set).
+Default: the commit a CI or deploy platform sets in the environment (see :data:`RELEASE_VARIABLES`),
+else none.
 """
+
+try:  # the SDK's own list (langfuse 5), so the release is the one the SDK would pick
+    from langfuse._utils.environment import common_release_envs as _sdk_release_envs
+except ImportError:  # pragma: no cover - an SDK without it
+    _sdk_release_envs = ["RENDER_GIT_COMMIT", "CI_COMMIT_SHA", "CIRCLE_SHA1", "SOURCE_VERSION", "GITHUB_SHA"]
+
+RELEASE_VARIABLES: tuple[str, ...] = (LANGFUSE_RELEASE, *_sdk_release_envs)
+"""Where the release comes from, first set wins: :envvar:`LANGFUSE_RELEASE`, then the commit variables
+of CI and deploy platforms that the Langfuse SDK reads (``RENDER_GIT_COMMIT`` on Render,
+``SOURCE_VERSION`` on Heroku, ``GITHUB_SHA``, ``CI_COMMIT_SHA``…)."""
 
 LANGFUSE_TIMEOUT = "LANGFUSE_TIMEOUT"
 """.. envvar:: LANGFUSE_TIMEOUT
@@ -293,7 +305,8 @@ class TracingSettings:
         user_id: Langfuse user id of the caller, if known.
         tags: Trace tags.
         environment: Langfuse tracing environment (lowercase letters, digits, ``-``, ``_``).
-        release: Release of the application, shown on every trace.
+        release: The agent's version, the Langfuse release of every trace (see :data:`RELEASE_VARIABLES`).
+        release_source: The environment variable the release came from, if it came from one.
         pricing_file: TOML file that overrides or extends the default price table.
         timeout_s: Timeout of each request to Langfuse, in seconds.
         flush_timeout_s: Longest wait for the final flush when a conversation ends, in seconds.
@@ -311,6 +324,7 @@ class TracingSettings:
     tags: tuple[str, ...] = ()
     environment: str | None = None
     release: str | None = None
+    release_source: str | None = None
     pricing_file: Path | None = None
     timeout_s: int = DEFAULT_TIMEOUT_S
     flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S
@@ -352,6 +366,7 @@ class TracingSettings:
                     f"{public_key[:3]!r}). Are the public and secret keys swapped?"
                 )
 
+        release_source = next((name for name in RELEASE_VARIABLES if get(name)), None)
         base_url_var = LANGFUSE_BASE_URL if get(LANGFUSE_BASE_URL) else LANGFUSE_HOST
         pricing_file = get(PRICING_FILE)
         return cls(
@@ -364,7 +379,8 @@ class TracingSettings:
             user_id=_bounded(LANGFUSE_USER_ID, get(LANGFUSE_USER_ID)),
             tags=tuple(_bounded(LANGFUSE_TAGS, t.strip()) for t in (get(LANGFUSE_TAGS) or "").split(",") if t.strip()),
             environment=parse_environment(get(LANGFUSE_TRACING_ENVIRONMENT)),
-            release=_bounded(LANGFUSE_RELEASE, get(LANGFUSE_RELEASE)),
+            release=_bounded(release_source, get(release_source)) if release_source else None,
+            release_source=release_source,
             pricing_file=Path(pricing_file).expanduser() if pricing_file else None,
             timeout_s=int(_positive(LANGFUSE_TIMEOUT, get(LANGFUSE_TIMEOUT), DEFAULT_TIMEOUT_S, integer=True)),
             flush_timeout_s=_positive(LANGFUSE_FLUSH_TIMEOUT, get(LANGFUSE_FLUSH_TIMEOUT), DEFAULT_FLUSH_TIMEOUT_S),

@@ -80,6 +80,17 @@ def test_ok_names_project_and_host_and_the_server_receives_the_test_span(server:
     assert projects.headers["authorization"] == basic(PUBLIC_KEY, SECRET_KEY)
 
 
+def test_the_release_comes_from_the_deploy_platform_and_is_on_the_test_trace(
+    server: LocalLangfuse, tmp_path: Path
+) -> None:
+    done = run(tmp_path, {**keys(server.url), "RENDER_GIT_COMMIT": "9f8e7d6", "LANGFUSE_RELEASE": ""})
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "release: 9f8e7d6 (from RENDER_GIT_COMMIT)" in done.stdout
+    [span] = server.spans
+    assert span.attributes["langfuse.release"] == "9f8e7d6"
+
+
 def test_ok_with_tracing_enabled_has_no_enable_tracing_note(server: LocalLangfuse, tmp_path: Path) -> None:
     done = run(tmp_path, {**keys(server.url), "ENABLE_TRACING": "true"})
 

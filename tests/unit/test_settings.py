@@ -6,6 +6,7 @@ from pipecat_langfuse.settings import (
     DEFAULT_BASE_URL,
     DEFAULT_FLUSH_TIMEOUT_S,
     DEFAULT_TRACE_NAME,
+    RELEASE_VARIABLES,
     SettingsError,
     TracingSettings,
 )
@@ -141,3 +142,19 @@ def test_settings_are_frozen() -> None:
     settings = TracingSettings.from_env({})
     with pytest.raises(AttributeError):
         settings.enabled = True  # type: ignore[misc]
+
+
+def test_the_release_is_the_agents_version_from_the_environment() -> None:
+    deployed = {"RENDER_GIT_COMMIT": "9f8e7d6", "GITHUB_SHA": "1a2b3c4"}
+    settings = TracingSettings.from_env(deployed)
+    assert (settings.release, settings.release_source) == ("9f8e7d6", "RENDER_GIT_COMMIT")  # the SDK's order
+    settings = TracingSettings.from_env({**deployed, "LANGFUSE_RELEASE": "agent-2.3.1"})
+    assert (settings.release, settings.release_source) == ("agent-2.3.1", "LANGFUSE_RELEASE")
+    settings = TracingSettings.from_env({"LANGFUSE_RELEASE": "  ", "SOURCE_VERSION": "heroku-build-7"})
+    assert (settings.release, settings.release_source) == ("heroku-build-7", "SOURCE_VERSION")
+    assert RELEASE_VARIABLES[:2] == ("LANGFUSE_RELEASE", "RENDER_GIT_COMMIT")
+
+
+def test_no_release_variable_no_release() -> None:
+    settings = TracingSettings.from_env({})
+    assert (settings.release, settings.release_source) == (None, None)
