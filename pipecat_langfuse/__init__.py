@@ -1,13 +1,17 @@
 """Langfuse-native tracing for Pipecat voice agents.
 
-One conversation becomes one Langfuse trace, with a span per turn and a generation per unit of
-STT, LLM and TTS work: its model, start and end, text, TTFB, integer ``usage_details`` and
-``cost_details`` in USD, and where its price came from. Tool calls are ``tool`` observations, and
-service errors mark the observation they hit. Costs are computed locally from a price table, so STT and TTS are priced
-too. Pipecat's own spans (``enable_tracing=True``) join the same trace as plain spans, so every
-usage report is counted once. Tracing never blocks or breaks the call: observations go through
-the Langfuse SDK's background exporter, and the final flush runs in a worker thread, bounded by
-``LANGFUSE_FLUSH_TIMEOUT``.
+One conversation becomes one Langfuse trace, one tree: a span per turn, with a generation per unit
+of STT, LLM and TTS work under it: its model, start and end, text, TTFB, integer ``usage_details``
+and ``cost_details`` in USD, and where its price came from. Tool calls are ``tool`` observations,
+and service errors mark the observation they hit. Costs are computed locally from a price table,
+so STT and TTS are priced too. With Pipecat's tracing on (``enable_tracing=True``) and the tracer
+attached to the worker, Pipecat's turn spans are the turns and its ``llm`` spans the LLM
+generations; its ``stt`` / ``tts`` spans are folded into the generations, so every call appears
+and counts once. After a barge-in a turn's output is what the caller heard. Latencies
+(voice-to-voice, TTFB per service, endpointing) are Langfuse scores, per turn and per call.
+Tracing never blocks or breaks the call: observations go through the Langfuse SDK's background
+exporter, scores through a sender of their own, and the final flush runs in a worker thread,
+bounded by ``LANGFUSE_FLUSH_TIMEOUT``.
 
 Configuration comes from environment variables, read by :meth:`TracingSettings.from_env` and
 documented in :mod:`pipecat_langfuse.settings`: ``ENABLE_TRACING=true``, ``LANGFUSE_PUBLIC_KEY``,
@@ -43,8 +47,8 @@ Pipecat's metrics. ``examples/quickstart.py`` in the repository is a complete bo
 
 Public API (``__all__``):
 
-* :class:`VoiceTracer`: traces one conversation. Gives the worker its ``observers``,
-  ``enabled`` and ``conversation_id``; ``conversation()`` wraps the run; ``summary()`` tells
+* :class:`VoiceTracer`: traces one conversation. ``attach(worker)`` follows a worker (give it
+  ``enable_tracing=tracer.enabled`` and ``conversation_id``); ``conversation()`` wraps the run; ``summary()`` tells
   what the call did and cost; ``client`` is the Langfuse client (None when tracing is off).
   ``VoiceTracer(settings, runner_args=runner_args)`` takes the session id from the call (phone
   call id, WebRTC peer); ``prompt=`` links LLM generations to a Langfuse prompt.
