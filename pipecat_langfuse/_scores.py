@@ -49,6 +49,7 @@ from pipecat_langfuse._spool import (
     classify,
     destination_folder,
     failure_message,
+    spool_destination,
     spool_full_message,
 )
 from pipecat_langfuse.settings import TracingSettings
@@ -400,12 +401,7 @@ class ScoreSender:
         self._finish(spooled=count, evicted=sum(item.scores for item in evicted))
 
     def _explain(self, outcome: Outcome, attempt: Attempt | None, count: int) -> None:
-        where = (
-            f"kept in the spool ({self.spool.directory}) and re-sent at the next start of the bot or by "
-            "`uv run test_langfuse --replay`"
-            if self.spool is not None
-            else "dropped (spooling is off: LANGFUSE_SPOOL_DIR)"
-        )
+        where = spool_destination(self.spool)
         message = failure_message(
             outcome,
             noun="scores",

@@ -481,6 +481,16 @@ def spool_full_message(spool: Spool, evicted: Sequence[Evicted]) -> str:
     )
 
 
+def spool_destination(spool: Spool | None) -> str:
+    """Where a failed batch went, for a failure's explanation: the spool, or nowhere when it is off."""
+    if spool is None:
+        return "dropped (spooling is off: LANGFUSE_SPOOL_DIR)"
+    return (
+        f"kept in the spool ({spool.directory}) and re-sent at the next start of the bot or by "
+        "`uv run test_langfuse --replay`"
+    )
+
+
 class _OnceLog:
     """Logs each message key once per process at WARNING, then at DEBUG."""
 
@@ -639,12 +649,7 @@ class SpoolingSpanExporter(SpanExporter):
             _OnceLog.warn("spool-full", spool_full_message(self.spool, evicted))
 
     def _explain(self, outcome: Outcome, attempt: Attempt | None, count: int, *, kept: bool) -> None:
-        where = (
-            f"kept in the spool ({self.spool.directory}) and re-sent at the next start of the bot or by "
-            "`uv run test_langfuse --replay`"
-            if kept and self.spool is not None
-            else "dropped (spooling is off: LANGFUSE_SPOOL_DIR)"
-        )
+        where = spool_destination(self.spool if kept else None)
         message = failure_message(
             outcome,
             noun="spans",

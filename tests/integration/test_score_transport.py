@@ -85,8 +85,9 @@ def sender_of() -> Iterator[Any]:
         sender.close(timeout_s=0.1)
 
 
-def test_make_score_is_the_sdk_body_with_a_deterministic_id() -> None:
-    score = make_score(
+def turn_3_latency(timestamp: datetime) -> dict[str, Any]:
+    """One score with every field set."""
+    return make_score(
         name="voice_to_voice_ms",
         value=640,
         trace_id=TRACE_ID,
@@ -95,8 +96,12 @@ def test_make_score_is_the_sdk_body_with_a_deterministic_id() -> None:
         comment="turn 3",
         metadata={"turn": 3},
         environment="production",
-        timestamp=datetime(2025, 5, 6, 7, 8, 9, 123456),  # naive: UTC
+        timestamp=timestamp,
     )
+
+
+def test_make_score_is_the_sdk_body_with_a_deterministic_id() -> None:
+    score = turn_3_latency(datetime(2025, 5, 6, 7, 8, 9, 123456))  # naive: UTC
     assert score == {
         "id": str(uuid.uuid5(SCORE_ID_NAMESPACE, f"{TRACE_ID}/{OBSERVATION_ID}/voice_to_voice_ms")),
         "traceId": TRACE_ID,
@@ -135,17 +140,7 @@ def test_make_score_is_the_sdk_body_with_a_deterministic_id() -> None:
 
 def test_the_sdk_sends_the_same_body_and_headers(local_langfuse: StartLocalLangfuse, tmp_path: Path) -> None:
     server = local_langfuse(public_key="pk-lf-scores-sdk")
-    ours = make_score(
-        name="voice_to_voice_ms",
-        value=640,
-        trace_id=TRACE_ID,
-        observation_id=OBSERVATION_ID,
-        data_type="NUMERIC",
-        comment="turn 3",
-        metadata={"turn": 3},
-        environment="production",
-        timestamp=MOMENT,
-    )
+    ours = turn_3_latency(MOMENT)
     client = Langfuse(
         public_key=server.public_key,
         secret_key=server.secret_key,
