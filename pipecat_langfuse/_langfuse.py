@@ -53,6 +53,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
 from pipecat_langfuse._failures import FailureLog
 from pipecat_langfuse._scores import ScoreDataType, ScoreSender, make_score
@@ -84,6 +85,10 @@ def is_pipecat_scope(scope: str | None) -> bool:
 _open_conversations: dict[str, set[int]] = {}
 """Public key -> trace ids of the conversations its tracers are running (see :func:`conversation_open`)."""
 _open_conversations_lock = threading.Lock()
+_content_restricted: set[int] = set()
+"""Trace ids of the open conversations whose content is not captured as is (see :func:`conversation_open`)."""
+PIPECAT_SERVICE_SPANS = frozenset({"stt", "llm", "tts"})
+"""Pipecat's service spans, which carry content (transcripts, messages, text spoken)."""
 
 
 def export_filter(public_key: str | None) -> Callable[[ReadableSpan], bool]:
@@ -101,23 +106,33 @@ def export_filter(public_key: str | None) -> Callable[[ReadableSpan], bool]:
         if is_pipecat_scope(scope):
             if span.context is None or span.context.trace_id not in _open_conversations.get(key, ()):
                 return False
-            return not (span.name in FOLDED_PIPECAT_SPANS and span.context.trace_id in _merged_conversations)
+            trace_id = span.context.trace_id
+            if span.name in PIPECAT_SERVICE_SPANS and trace_id in _content_restricted:
+                return False  # content of Pipecat's own: an adopted llm span is renamed, so never this
+            return not (span.name in FOLDED_PIPECAT_SPANS and trace_id in _merged_conversations)
         return is_default_export_span(span)
 
     return should_export_span
 
 
 @contextmanager
-def conversation_open(client: Langfuse, trace_id: str) -> Iterator[None]:
-    """Let ``client``'s exporter take Pipecat's spans of ``trace_id`` while the block runs."""
+def conversation_open(client: Langfuse, trace_id: str, *, content_restricted: bool = False) -> Iterator[None]:
+    """Let ``client``'s exporter take Pipecat's spans of ``trace_id`` while the block runs.
+
+    With ``content_restricted`` (content capture off, or a mask), Pipecat's own ``stt`` / ``llm`` /
+    ``tts`` spans that the tracer did not adopt are not exported: they carry transcripts and messages.
+    """
     key, number = public_key_of(client) or "", int(trace_id, 16)
     with _open_conversations_lock:
         _open_conversations.setdefault(key, set()).add(number)
+        if content_restricted:
+            _content_restricted.add(number)
     try:
         yield
     finally:
         with _open_conversations_lock:
             _open_conversations[key].discard(number)
+            _content_restricted.discard(number)
 
 
 class PipecatSpanDemotion(SpanProcessor):
@@ -293,6 +308,7 @@ def build_client(
         }
         provider = TracerProvider(
             resource=Resource.create({k: v for k, v in resource.items() if v is not None}),
+            sampler=TraceIdRatioBased(settings.sample_rate) if settings.sample_rate < 1 else None,
             shutdown_on_exit=False,  # the Langfuse client flushes and shuts it down itself
         )
     client = Langfuse(
@@ -305,6 +321,7 @@ def build_client(
         should_export_span=export_filter(settings.public_key),
         tracer_provider=provider,
         span_exporter=span_exporter,
+        sample_rate=settings.sample_rate,  # for the provider the SDK builds (the process's first)
     )
     _install_ledger(client)
     return client
@@ -540,6 +557,73 @@ def _drop_duplicates_of_the_generation(span: Span) -> None:
             del attributes[key]
 
 
+CONTENT_METADATA = frozenset({"generated_text"})
+"""Metadata keys that hold what was said (dropped when content is not captured)."""
+MASK_FAILED = "[masking failed]"
+"""What a value becomes when the user's mask raises: never the unmasked value."""
+
+
+@dataclass(frozen=True)
+class ContentPolicy:
+    """What of a conversation's content leaves the process.
+
+    Attributes:
+        capture: Whether inputs and outputs (transcripts, messages, text spoken, tool arguments and
+            results) are sent at all; usage, cost, timing and metadata numbers are sent either way.
+        mask: A function applied to every string of every input, output and metadata value
+            before it leaves the process (e.g. to redact PII). If it raises, the string becomes
+            :data:`MASK_FAILED`.
+    """
+
+    capture: bool = True
+    mask: Callable[[str], str] | None = None
+
+    @property
+    def restricted(self) -> bool:
+        """Whether content is withheld or changed (so Pipecat's own content must not leave as is)."""
+        return not self.capture or self.mask is not None
+
+    def apply(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """``fields`` (of an observation) with its input, output and metadata as the policy allows."""
+        for key in ("input", "output"):
+            if key in fields and fields[key] is not None:
+                fields[key] = self.masked(fields[key]) if self.capture else None
+        if isinstance(fields.get("metadata"), Mapping):
+            fields["metadata"] = self.metadata(fields["metadata"])
+        return fields
+
+    def metadata(self, metadata: Mapping[str, Any]) -> dict[str, Any]:
+        """``metadata`` without what was said when content is not captured, and masked."""
+        return {k: self.masked(v) for k, v in metadata.items() if self.capture or k not in CONTENT_METADATA}
+
+    def masked(self, value: Any) -> Any:
+        """``value`` with the mask applied to each string in it (dict keys excepted)."""
+        if self.mask is None:
+            return value
+        if isinstance(value, str):
+            try:
+                return str(self.mask(value))
+            except Exception as exc:  # noqa: BLE001 - an unmasked value must never leave
+                logger.opt(exception=exc).debug("The mask raised.")
+                _warn_mask_failed(exc)
+                return MASK_FAILED
+        if isinstance(value, Mapping):
+            return {k: self.masked(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.masked(v) for v in value]
+        return value
+
+
+_mask_warned = False
+
+
+def _warn_mask_failed(exc: Exception) -> None:
+    global _mask_warned
+    if not _mask_warned:
+        _mask_warned = True
+        logger.warning(f"The tracer's mask raised {exc!r}; the value it was given is sent as {MASK_FAILED!r}.")
+
+
 @dataclass(slots=True)
 class TurnSpan:
     """The span of one turn: Pipecat's own (``adopted``) or one of ours, found when first needed."""
@@ -564,9 +648,13 @@ class ObservationWriter:
         failures: Where failures are reported; shared with the observer so a call has one count.
     """
 
-    def __init__(self, client: Langfuse, failures: FailureLog | None = None) -> None:
+    def __init__(
+        self, client: Langfuse, failures: FailureLog | None = None, content: ContentPolicy | None = None
+    ) -> None:
         """Wrap ``client``; call :meth:`bind` before the conversation starts."""
         self._client = client
+        self.content = content if content is not None else ContentPolicy()
+        self._sampled = True
         self._base_context: otel_context.Context | None = None
         self._root: otel_trace.SpanContext | None = None
         self._pipecat_spans: PipecatSpans | None = None
@@ -584,6 +672,11 @@ class ObservationWriter:
         """Parent future observations on ``root``, with trace attributes from ``base_context``."""
         self._root, self._base_context = _otel_span_of(root).get_span_context(), base_context
         self.trace_id = root.trace_id
+        self._sampled = _otel_span_of(root).is_recording()  # LANGFUSE_SAMPLE_RATE decided for the whole trace
+
+    def update_root(self, root: LangfuseSpan, *, input: Any, output: Any, metadata: Mapping[str, Any]) -> None:
+        """Set the conversation's input, output and metadata, as the content policy allows."""
+        root.update(**self.content.apply({"input": input, "output": output, "metadata": dict(metadata)}))
 
     def send_scores(self, sender: ScoreSender, environment: str | None) -> None:
         """Send the turns' and the conversation's scores with ``sender``."""
@@ -629,9 +722,8 @@ class ObservationWriter:
                 return
             if turn.adopted is not None:
                 turn.adopted.span.update_name(f"turn {turn.number}")
-            turn.observation.update(
-                input=input, output=output, metadata=dict(metadata), level=level, status_message=status_message
-            )
+            fields = self.content.apply({"input": input, "output": output, "metadata": dict(metadata)})
+            turn.observation.update(**fields, level=level, status_message=status_message)
             if turn.adopted is not None:
                 turn.adopted.release()
             else:
@@ -645,8 +737,8 @@ class ObservationWriter:
         observation: LangfuseSpan | LangfuseGeneration | LangfuseTool | None = None,
     ) -> None:
         """Send ``scores`` for ``observation`` (the trace's, without one) through the score sender."""
-        if self._scores is None or not scores:
-            return
+        if self._scores is None or not scores or not self._sampled:
+            return  # an unsampled conversation sends nothing
         trace_id = observation.trace_id if observation is not None else self.trace_id
         if trace_id is None:
             return
@@ -669,6 +761,7 @@ class ObservationWriter:
     def tool(self, *, parent: TurnSpan | None, name: str, start_ns: int, end_ns: int, **fields: Any) -> None:
         """Create and end one ``tool`` observation spanning ``start_ns``..``end_ns`` under ``parent``."""
         with self._guard(f"recording the tool call {name}"):
+            fields = self.content.apply(fields)
             self._start(LangfuseTool, name, self._parent(parent), start_ns, fields).end(end_time=end_ns)
 
     def generation(
@@ -690,6 +783,7 @@ class ObservationWriter:
         started inside the call nests under it) and gets the generation's name and fields.
         """
         with self._guard(f"recording a {name} generation"):
+            fields = self.content.apply(fields)
             parent_context = self._parent(parent)
             held = None
             if adopt_llm_span and self._pipecat_spans is not None and parent_context is not None:

@@ -4,8 +4,8 @@ Every environment variable this package reads is named here, once, as a constant
 right below it (what it means, who reads it, its default). In this package only
 :meth:`TracingSettings.from_env` reads them, from ``os.environ`` or the mapping it is given, and
 it never reads a ``.env`` file (load one first, e.g. with python-dotenv). A blank value counts as
-unset. The Langfuse SDK reads some of the same names (and its other ``LANGFUSE_*`` variables,
-such as ``LANGFUSE_SAMPLE_RATE``) from ``os.environ`` for what the tracer does not pass it.
+unset. The Langfuse SDK reads some of the same names (and its other ``LANGFUSE_*`` variables)
+from ``os.environ`` for what the tracer does not pass it.
 
 Precedence: explicit argument > environment > default. A bad value raises
 :class:`SettingsError` with a message that names the variable and the fix.
@@ -238,6 +238,31 @@ Read by :meth:`TracingSettings.from_env` into :attr:`TracingSettings.spool_max_m
 Default: ``100`` (:data:`DEFAULT_SPOOL_MAX_MB`), about 50,000 spans of a voice call.
 """
 
+LANGFUSE_CAPTURE_CONTENT = "LANGFUSE_CAPTURE_CONTENT"
+""".. envvar:: LANGFUSE_CAPTURE_CONTENT
+
+Whether traces carry what was said: ``false`` keeps transcripts, LLM messages and replies, text
+spoken, and tool arguments and results out of every span (Pipecat's too); usage, cost, timing,
+levels and scores stay. Same booleans as :envvar:`ENABLE_TRACING`.
+
+Read by :meth:`TracingSettings.from_env` into :attr:`TracingSettings.capture_content`.
+
+Default: ``true``.
+"""
+
+LANGFUSE_SAMPLE_RATE = "LANGFUSE_SAMPLE_RATE"
+""".. envvar:: LANGFUSE_SAMPLE_RATE
+
+Share of conversations traced, from ``0`` to ``1``. The decision is the trace id's (derived from the
+conversation id), so a conversation is traced whole or not at all, Pipecat's spans and the
+scores included. The end-of-call summary is complete either way. The Langfuse SDK has a variable
+of the same name; like it, the rate is fixed per process and key by the first client.
+
+Read by :meth:`TracingSettings.from_env` into :attr:`TracingSettings.sample_rate`.
+
+Default: ``1`` (every conversation).
+"""
+
 DEFAULT_BASE_URL = "https://cloud.langfuse.com"
 """Langfuse host used when neither :envvar:`LANGFUSE_BASE_URL` nor :envvar:`LANGFUSE_HOST` is set."""
 DEFAULT_TRACE_NAME = "voice-conversation"
@@ -312,6 +337,8 @@ class TracingSettings:
         flush_timeout_s: Longest wait for the final flush when a conversation ends, in seconds.
         spool_dir: Folder of the spool of failed exports (one sub-folder per host); None disables spooling.
         spool_max_mb: Bound of one host's spool folder, in megabytes.
+        capture_content: Whether traces carry transcripts, messages, spoken text and tool data.
+        sample_rate: Share of conversations traced, 0 to 1 (whole conversations).
     """
 
     enabled: bool = False
@@ -330,6 +357,8 @@ class TracingSettings:
     flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S
     spool_dir: Path | None = field(default_factory=default_spool_dir)
     spool_max_mb: float = DEFAULT_SPOOL_MAX_MB
+    capture_content: bool = True
+    sample_rate: float = 1.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TracingSettings:
@@ -386,6 +415,8 @@ class TracingSettings:
             flush_timeout_s=_positive(LANGFUSE_FLUSH_TIMEOUT, get(LANGFUSE_FLUSH_TIMEOUT), DEFAULT_FLUSH_TIMEOUT_S),
             spool_dir=parse_spool_dir(get(LANGFUSE_SPOOL_DIR)),
             spool_max_mb=_positive(LANGFUSE_SPOOL_MAX_MB, get(LANGFUSE_SPOOL_MAX_MB), DEFAULT_SPOOL_MAX_MB),
+            capture_content=parse_bool(LANGFUSE_CAPTURE_CONTENT, get(LANGFUSE_CAPTURE_CONTENT) or "true"),
+            sample_rate=parse_sample_rate(get(LANGFUSE_SAMPLE_RATE)),
         )
 
 
@@ -487,6 +518,22 @@ def _bounded(name: str, value: str | None) -> str | None:
     """Return ``value``, or raise when it is longer than Langfuse keeps."""
     if value is not None and len(value) > _MAX_ATTRIBUTE_CHARS:
         raise SettingsError(f"{name} is {len(value)} characters long; Langfuse keeps at most {_MAX_ATTRIBUTE_CHARS}.")
+    return value
+
+
+def parse_sample_rate(raw: str | None) -> float:
+    """Parse :envvar:`LANGFUSE_SAMPLE_RATE`: a number from 0 to 1; 1 when unset."""
+    if raw is None:
+        return 1.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise SettingsError(
+            f"{LANGFUSE_SAMPLE_RATE}={raw!r} is not a share of conversations: use a number from 0 to 1 "
+            "(0.1 traces one conversation in ten)."
+        )
     return value
 
 

@@ -24,7 +24,7 @@ import dataclasses
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import ExitStack, asynccontextmanager, suppress
 from typing import Any
 
@@ -35,6 +35,7 @@ from opentelemetry import context as otel_context
 from pipecat.observers.base_observer import BaseObserver
 
 from pipecat_langfuse._langfuse import (
+    ContentPolicy,
     ObservationWriter,
     build_client,
     conversation_open,
@@ -69,6 +70,10 @@ class VoiceTracer:
             found go into the trace metadata, so a trace can be found from the call's record.
         prompt: A Langfuse prompt (``langfuse.get_prompt(...)``) the LLM's instructions come
             from: every LLM generation links to it, so Langfuse shows its metrics by version.
+        mask: A function applied to every string of every input, output and metadata value
+            before it leaves the process, e.g. to redact phone numbers; Pipecat's own service
+            spans, which it cannot reach, are then not exported. ``LANGFUSE_CAPTURE_CONTENT=false``
+            sends no content at all.
     """
 
     def __init__(
@@ -82,6 +87,7 @@ class VoiceTracer:
         client: Langfuse | None = None,
         runner_args: Any = None,
         prompt: PromptClient | None = None,
+        mask: Callable[[str], str] | None = None,
     ) -> None:
         """Build the observer, and the Langfuse client only when tracing is enabled."""
         self.settings = settings
@@ -109,7 +115,7 @@ class VoiceTracer:
             client = client if client is not None else build_client(settings)
             # Pipecat's turn spans reach Langfuse only through a client of ours, whose export filter takes them.
             self._pipecat_spans_reach_langfuse = demote_pipecat_spans(client) and built_here
-            self._writer = ObservationWriter(client)
+            self._writer = ObservationWriter(client, content=ContentPolicy(capture=settings.capture_content, mask=mask))
             if built_here and settings.public_key and settings.secret_key:  # scores go with the client we built
                 self._scores = shared_sender(settings)
                 self._writer.send_scores(self._scores, settings.environment)
@@ -175,14 +181,17 @@ class VoiceTracer:
         root: Any = None
         if self._writer is not None:
             try:
-                stack.enter_context(conversation_open(self._writer.client, self.trace_id or "0"))
+                content = self._writer.content
+                stack.enter_context(
+                    conversation_open(self._writer.client, self.trace_id or "0", content_restricted=content.restricted)
+                )
                 stack.enter_context(
                     propagate_attributes(
                         session_id=self.conversation_id,
                         user_id=self.settings.user_id,
                         tags=self._tags or None,
                         trace_name=self.settings.trace_name,
-                        metadata=self._metadata or None,
+                        metadata={k: str(v) for k, v in content.metadata(self._metadata).items()} or None,
                     )
                 )
                 root = stack.enter_context(
@@ -190,7 +199,7 @@ class VoiceTracer:
                         as_type="span",
                         name=self.settings.trace_name,
                         trace_context={"trace_id": self.trace_id or ""},
-                        metadata={"conversation_id": self.conversation_id, **self._metadata},
+                        metadata=content.metadata({"conversation_id": self.conversation_id, **self._metadata}),
                     )
                 )
                 self._writer.bind(root, otel_context.get_current())
@@ -275,7 +284,10 @@ class VoiceTracer:
         summary = self.summary()
         try:
             scores = conversation_scores(summary)
-            root.update(
+            if self._writer is None:
+                return
+            self._writer.update_root(
+                root,
                 input=next((t.user_text for t in summary.turns if t.user_text), None),
                 output=next((t.bot_text for t in reversed(summary.turns) if t.bot_text), None),
                 metadata={
@@ -285,8 +297,7 @@ class VoiceTracer:
                     "unrecovered_errors": summary.unrecovered_errors,
                 },
             )
-            if self._writer is not None:
-                self._writer.score(scores)
+            self._writer.score(scores)
             prompt_hash = self.observer.system_prompt_sha256
             if prompt_hash is not None:  # trace metadata: filterable on the trace itself
                 set_trace_metadata(root, "system_prompt_sha256", prompt_hash)

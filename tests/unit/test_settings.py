@@ -158,3 +158,15 @@ def test_the_release_is_the_agents_version_from_the_environment() -> None:
 def test_no_release_variable_no_release() -> None:
     settings = TracingSettings.from_env({})
     assert (settings.release, settings.release_source) == (None, None)
+
+
+def test_content_capture_and_sample_rate_are_read() -> None:
+    settings = TracingSettings.from_env({"LANGFUSE_CAPTURE_CONTENT": "false", "LANGFUSE_SAMPLE_RATE": "0.25"})
+    assert (settings.capture_content, settings.sample_rate) == (False, 0.25)
+    assert (TracingSettings.from_env({}).capture_content, TracingSettings.from_env({}).sample_rate) == (True, 1.0)
+
+
+@pytest.mark.parametrize("raw", ["1.5", "-0.1", "half", "nan"])
+def test_a_sample_rate_outside_0_to_1_is_rejected_with_the_fix(raw: str) -> None:
+    with pytest.raises(SettingsError, match=r"LANGFUSE_SAMPLE_RATE=.* use a number from 0 to 1"):
+        TracingSettings.from_env({"LANGFUSE_SAMPLE_RATE": raw})
