@@ -642,3 +642,20 @@ def test_fake_cartesia_stops_a_cancelled_context_and_bills_what_was_submitted() 
     assert len(after_cancel) <= 1  # at most a chunk already on its way
     assert [m["type"] for m in received if m["context_id"] == "ctx-2"][-1] == "done"
     assert second.audio_ms == 380  # 6 characters at 16 per second, in whole 10 ms
+
+
+def test_after_the_barge_in_the_turn_says_what_the_caller_heard_of_the_cut_reply(barge_in: LiveCall) -> None:
+    cut, _ = barge_in.openai.ledger.completions
+    cancelled, _ = barge_in.cartesia.ledger.billed()
+    turn_1, turn_2 = barge_in.turns()
+    heard = json_attribute(turn_1, OUTPUT)
+    generated = metadata(turn_1)["generated_text"]
+    assert generated == cut.text_sent.strip()  # what the LLM streamed before the cut
+    # Cartesia gives word timestamps: the words presented before the barge-in, a prefix of the reply.
+    assert heard
+    assert generated.startswith(heard)
+    # Cartesia had timestamped more words than had been presented when the caller cut in.
+    assert len(heard.split()) < len(" ".join(cancelled.transcripts).split()) < len(LONG_REPLY.split())
+    assert json_attribute(turn_2, OUTPUT) == "Okay."
+    first, second = barge_in.generations(LLM)
+    assert (metadata(first)["output_fate"], metadata(second)["output_fate"]) == ("cut_off", "spoken")
