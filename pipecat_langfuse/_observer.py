@@ -265,6 +265,7 @@ class VoiceObserver(BaseObserver):
         failures: Where failures are reported; the writer's own when there is a writer, so a
             call has one count.
         prompt: The Langfuse prompt the LLM's instructions come from; LLM generations link to it.
+        client_costing: Send ``cost_details``; False leaves pricing to Langfuse (usage only).
     """
 
     def __init__(
@@ -274,12 +275,14 @@ class VoiceObserver(BaseObserver):
         writer: ObservationWriter | None = None,
         failures: FailureLog | None = None,
         prompt: PromptClient | None = None,
+        client_costing: bool = True,
     ) -> None:
         """Create the observer (it sees each frame once)."""
         super().__init__(observe_every_push=False)
         self._prices = prices
         self._writer = writer
         self._prompt = prompt
+        self._client_costing = client_costing
         self.system_prompt_sha256: str | None = None
         """SHA-256 (hex) of the first LLM call's system prompt, once one was seen."""
         self.failures = failures or (writer.failures if writer is not None else FailureLog())
@@ -937,7 +940,7 @@ class VoiceObserver(BaseObserver):
             input=unit.input if unit.kind == "llm" else (text if unit.kind == "tts" else None),
             output=output,
             usage_details=usage or None,
-            cost_details=cost,
+            cost_details=cost if self._client_costing else None,
             metadata=metadata,
             level=level,
             status_message=status_message,

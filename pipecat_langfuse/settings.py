@@ -263,6 +263,20 @@ Read by :meth:`TracingSettings.from_env` into :attr:`TracingSettings.sample_rate
 Default: ``1`` (every conversation).
 """
 
+LANGFUSE_COSTING = "LANGFUSE_COSTING"
+""".. envvar:: LANGFUSE_COSTING
+
+Who prices the generations in Langfuse: ``client`` (the tracer sends ``cost_details`` from its price
+table) or ``server`` (it sends usage only, and Langfuse prices it with its model definitions: run
+``uv run register_models`` first, so Langfuse has the same prices). Both give the same cost.
+
+Read by :meth:`TracingSettings.from_env` into :attr:`TracingSettings.costing`.
+
+Default: ``client``.
+"""
+COSTING_MODES = ("client", "server")
+"""The values of :envvar:`LANGFUSE_COSTING`."""
+
 DEFAULT_BASE_URL = "https://cloud.langfuse.com"
 """Langfuse host used when neither :envvar:`LANGFUSE_BASE_URL` nor :envvar:`LANGFUSE_HOST` is set."""
 DEFAULT_TRACE_NAME = "voice-conversation"
@@ -339,6 +353,7 @@ class TracingSettings:
         spool_max_mb: Bound of one host's spool folder, in megabytes.
         capture_content: Whether traces carry transcripts, messages, spoken text and tool data.
         sample_rate: Share of conversations traced, 0 to 1 (whole conversations).
+        costing: ``client`` (send ``cost_details``) or ``server`` (usage only; Langfuse prices it).
     """
 
     enabled: bool = False
@@ -359,6 +374,7 @@ class TracingSettings:
     spool_max_mb: float = DEFAULT_SPOOL_MAX_MB
     capture_content: bool = True
     sample_rate: float = 1.0
+    costing: str = "client"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TracingSettings:
@@ -417,6 +433,7 @@ class TracingSettings:
             spool_max_mb=_positive(LANGFUSE_SPOOL_MAX_MB, get(LANGFUSE_SPOOL_MAX_MB), DEFAULT_SPOOL_MAX_MB),
             capture_content=parse_bool(LANGFUSE_CAPTURE_CONTENT, get(LANGFUSE_CAPTURE_CONTENT) or "true"),
             sample_rate=parse_sample_rate(get(LANGFUSE_SAMPLE_RATE)),
+            costing=parse_costing(get(LANGFUSE_COSTING)),
         )
 
 
@@ -518,6 +535,17 @@ def _bounded(name: str, value: str | None) -> str | None:
     """Return ``value``, or raise when it is longer than Langfuse keeps."""
     if value is not None and len(value) > _MAX_ATTRIBUTE_CHARS:
         raise SettingsError(f"{name} is {len(value)} characters long; Langfuse keeps at most {_MAX_ATTRIBUTE_CHARS}.")
+    return value
+
+
+def parse_costing(raw: str | None) -> str:
+    """Parse :envvar:`LANGFUSE_COSTING`: ``client`` or ``server``, in any case; ``client`` when unset."""
+    value = (raw or "client").strip().lower()
+    if value not in COSTING_MODES:
+        raise SettingsError(
+            f"{LANGFUSE_COSTING}={raw!r} is not a costing mode: use client (the tracer sends costs) or "
+            "server (Langfuse prices the usage; run `uv run register_models` first)."
+        )
     return value
 
 

@@ -120,7 +120,9 @@ class VoiceTracer:
                 self._scores = shared_sender(settings)
                 self._writer.send_scores(self._scores, settings.environment)
             self.trace_id = Langfuse.create_trace_id(seed=self.conversation_id)
-        self.observer = VoiceObserver(prices=self.prices, writer=self._writer, prompt=prompt)
+        self.observer = VoiceObserver(
+            prices=self.prices, writer=self._writer, prompt=prompt, client_costing=settings.costing == "client"
+        )
 
     @property
     def trace_metadata(self) -> dict[str, str]:

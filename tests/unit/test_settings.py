@@ -170,3 +170,10 @@ def test_content_capture_and_sample_rate_are_read() -> None:
 def test_a_sample_rate_outside_0_to_1_is_rejected_with_the_fix(raw: str) -> None:
     with pytest.raises(SettingsError, match=r"LANGFUSE_SAMPLE_RATE=.* use a number from 0 to 1"):
         TracingSettings.from_env({"LANGFUSE_SAMPLE_RATE": raw})
+
+
+def test_costing_is_client_or_server() -> None:
+    assert TracingSettings.from_env({}).costing == "client"
+    assert TracingSettings.from_env({"LANGFUSE_COSTING": " Server "}).costing == "server"
+    with pytest.raises(SettingsError, match=r"LANGFUSE_COSTING='both' is not a costing mode: use client .* or server"):
+        TracingSettings.from_env({"LANGFUSE_COSTING": "both"})
