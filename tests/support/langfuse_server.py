@@ -5,26 +5,49 @@ and decodes the OTLP/HTTP protobuf body (gzip or not) into plain Python values,
 so tests can assert exactly what a real Langfuse would have received. Score batches
 (``POST /api/public/scores``, a JSON list) are answered as Langfuse does: 202
 ``{"message": "Accepted"}``, or 207 with acceptance counts when some scores are invalid,
-or 400 when the body is not a list.
+or 400 when the body is not a list. Model definitions (``/api/public/models``: list with
+pagination, create, get, delete) behave as in ``tests/support/langfuse_models.py``, which also
+prices an observation the way Langfuse's server would with them (:func:`server_cost`).
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import gzip
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, unquote
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from tests.support.langfuse_models import MODELS_PATH, ApiRefusalError, ModelStore, ServerCost, server_cost
+
+__all__ = [
+    "HEALTH_PATH",
+    "MODELS_PATH",
+    "OTLP_PATH",
+    "PROJECTS_PATH",
+    "SCORES_PATH",
+    "LocalLangfuse",
+    "ReceivedRequest",
+    "ReceivedSpan",
+    "ServerCost",
+    "StartLocalLangfuse",
+    "decode_export",
+    "score_error",
+    "server_cost",
+]
 
 OTLP_PATH = "/api/public/otel/v1/traces"
 PROJECTS_PATH = "/api/public/projects"
@@ -51,11 +74,16 @@ class ReceivedSpan:
 
 @dataclass(frozen=True)
 class ReceivedRequest:
-    """One HTTP request as the server saw it."""
+    """One HTTP request as the server saw it.
+
+    ``query`` is the raw query string; ``body`` the decoded JSON body of model requests (else None).
+    """
 
     method: str
     path: str
     headers: dict[str, str]
+    query: str = ""
+    body: Any = None
 
 
 @dataclass
@@ -75,6 +103,10 @@ class LocalLangfuse:
         scores_status: When set, authenticated score requests get this status and their scores
             are not kept (the rest of the API still works).
         scores: The scores of accepted score requests, decoded, in arrival order.
+        models: The model definitions the project sees: two of Langfuse's built-in ones, then those
+            created through ``POST /api/public/models`` (see :meth:`project_models`).
+        models_status: When set, authenticated create and delete requests for models get this status
+            and change nothing (listing still works).
 
     :meth:`go_down` closes the socket (connections are refused) and :meth:`come_back` listens
     again on the same port, so a client configured with :attr:`url` sees an outage and a recovery.
@@ -91,6 +123,8 @@ class LocalLangfuse:
     spans: list[ReceivedSpan] = field(default_factory=list)
     scores: list[dict[str, Any]] = field(default_factory=list)
     requests: list[ReceivedRequest] = field(default_factory=list)
+    models: ModelStore = field(default_factory=ModelStore)
+    models_status: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
     _down: bool = False
@@ -163,6 +197,25 @@ class LocalLangfuse:
         """Requests received so far for ``path`` (whatever their answer), in arrival order."""
         with self._lock:
             return [r for r in self.requests if r.path == path]
+
+    def project_models(self) -> list[dict[str, Any]]:
+        """The definitions the project created, as ``GET /api/public/models`` lists them."""
+        with self._lock:
+            return self.models.project_models()
+
+    def listed_models(self) -> list[dict[str, Any]]:
+        """Every definition the project sees (built-in ones included), in the API's shape."""
+        with self._lock:
+            return self.models.list({"limit": [str(max(len(self.models.rows), 1))]})["data"]
+
+    def model_requests(self) -> list[ReceivedRequest]:
+        """Requests received so far for the models API, in arrival order."""
+        with self._lock:
+            return [r for r in self.requests if r.path == MODELS_PATH or r.path.startswith(MODELS_PATH + "/")]
+
+    def server_cost(self, model_name: str, usage: dict[str, Any]) -> ServerCost | None:
+        """What Langfuse would charge for a generation of ``model_name`` with ``usage`` and no cost sent."""
+        return server_cost(model_name, usage, self.listed_models())
 
     def auth_error(self, authorization: str | None) -> str | None:
         """Langfuse's 401 message for this Authorization header, or None when it is valid."""
@@ -251,6 +304,11 @@ def _make_handler(server: LocalLangfuse) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
+        def setup(self) -> None:
+            super().setup()
+            # Headers and body go out in two writes: without this, Nagle + delayed ACK add ~40 ms per answer.
+            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
         def log_message(self, format: str, *args: Any) -> None:
             """Keep test output quiet."""
 
@@ -261,11 +319,17 @@ def _make_handler(server: LocalLangfuse) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             self._handle(self.rfile.read(length))
 
+        def do_PUT(self) -> None:
+            self.do_POST()
+
+        def do_DELETE(self) -> None:
+            self.do_POST()
+
         def _handle(self, body: bytes) -> None:
             if server.hang_s:
                 time.sleep(server.hang_s)
-            path = self.path.split("?")[0]
-            request = ReceivedRequest(self.command, path, {k.lower(): v for k, v in self.headers.items()})
+            path, _, query = self.path.partition("?")
+            request = ReceivedRequest(self.command, path, {k.lower(): v for k, v in self.headers.items()}, query)
             if server.status_override is not None:
                 server._record(request, [])
                 return self._json(server.status_override, {"message": "overridden status"})
@@ -290,6 +354,8 @@ def _make_handler(server: LocalLangfuse) -> type[BaseHTTPRequestHandler]:
                 return self._json(server.otlp_status, {"message": "rejected OTLP export"})
             if self.command == "POST" and path == SCORES_PATH:
                 return self._scores(request, body)
+            if path == MODELS_PATH or path.startswith(MODELS_PATH + "/"):
+                return self._models(request, path, body)
             if self.command == "POST" and path == OTLP_PATH:
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
@@ -316,6 +382,33 @@ def _make_handler(server: LocalLangfuse) -> type[BaseHTTPRequestHandler]:
                 messages = [{"message": error} for error in errors]
                 return self._json(207, {"accepted": len(accepted), "rejected": len(errors), "errors": messages})
             return self._json(202, {"message": "Accepted"})
+
+        def _models(self, request: ReceivedRequest, path: str, body: bytes) -> None:
+            model_id = unquote(path[len(MODELS_PATH) + 1 :]) if path != MODELS_PATH else None
+            try:
+                decoded = json.loads(body) if body else None
+            except ValueError:
+                decoded = body.decode(errors="replace")
+            request = dataclasses.replace(request, body=decoded)
+            with server._lock:
+                server.requests.append(request)
+                writes = self.command in ("POST", "DELETE")
+                if writes and server.models_status is not None:
+                    return self._json(server.models_status, {"message": "rejected model change"})
+                try:
+                    if model_id is None and self.command == "GET":
+                        payload = server.models.list(parse_qs(request.query, keep_blank_values=True))
+                    elif model_id is None and self.command == "POST":
+                        payload = server.models.create(decoded)
+                    elif model_id and self.command == "GET":
+                        payload = server.models.get(model_id)
+                    elif model_id and self.command == "DELETE":
+                        payload = server.models.delete(model_id)
+                    else:
+                        return self._json(405, {"message": "Method not allowed"})
+                except ApiRefusalError as refusal:
+                    return self._json(refusal.status, refusal.payload)
+            return self._json(200, payload)
 
         def _json(self, status: int, payload: Any) -> None:
             self._send(status, json.dumps(payload).encode(), "application/json")
