@@ -91,6 +91,7 @@ from pipecat.services.stt_service import SegmentedSTTService, STTService
 from pipecat.services.tts_service import TTSService
 
 from pipecat_langfuse import pricing
+from pipecat_langfuse._audio import CallRecorder, wav_media
 from pipecat_langfuse._estimate import counter_for
 from pipecat_langfuse._failures import FailureLog
 from pipecat_langfuse._langfuse import ObservationWriter, TurnSpan
@@ -276,6 +277,7 @@ class VoiceObserver(BaseObserver):
         failures: FailureLog | None = None,
         prompt: PromptClient | None = None,
         client_costing: bool = True,
+        recorder: CallRecorder | None = None,
     ) -> None:
         """Create the observer (it sees each frame once)."""
         super().__init__(observe_every_push=False)
@@ -283,6 +285,8 @@ class VoiceObserver(BaseObserver):
         self._writer = writer
         self._prompt = prompt
         self._client_costing = client_costing
+        self.recorder = recorder
+        """The call's audio, when it is recorded (``LANGFUSE_RECORD_AUDIO``)."""
         self.system_prompt_sha256: str | None = None
         """SHA-256 (hex) of the first LLM call's system prompt, once one was seen."""
         self.failures = failures or (writer.failures if writer is not None else FailureLog())
@@ -435,6 +439,8 @@ class VoiceObserver(BaseObserver):
     def _on_start(self, data: FramePushed, frame: StartFrame) -> None:
         if self._offset_ns is None:
             self._offset_ns = time.time_ns() - data.source.get_clock().get_time()
+        if self.recorder is not None:
+            self.recorder.start(data.timestamp)
         if not self._turns:
             self._start_turn(data.timestamp)
 
@@ -507,6 +513,9 @@ class VoiceObserver(BaseObserver):
 
     def _on_input_audio(self, data: FramePushed, frame: InputAudioRawFrame) -> None:
         self._input_audio_s += _audio_seconds(frame)
+        if self.recorder is not None:
+            turn = self._current_turn(data.timestamp).number
+            self.recorder.caller(frame.audio, frame.sample_rate, frame.num_channels, data.timestamp, turn)
 
     def _on_tts_audio(self, data: FramePushed, frame: TTSAudioRawFrame) -> None:
         if self._kind(data.source) == "tts":
@@ -514,6 +523,8 @@ class VoiceObserver(BaseObserver):
             seconds = _audio_seconds(frame)
             unit.output_audio_s += seconds
             unit.turn.tts_audio_s += seconds
+            if self.recorder is not None:
+                self.recorder.bot(frame.audio, frame.sample_rate, frame.num_channels, data.timestamp, unit.turn.number)
 
     def _on_llm_context(self, data: FramePushed, frame: LLMContextFrame) -> None:
         # Only the first push is observed, and processors may sit between the aggregator and the
@@ -540,6 +551,8 @@ class VoiceObserver(BaseObserver):
         unit.context_id = unit.context_id or context_id
 
     def _on_interruption(self, data: FramePushed, frame: InterruptionFrame) -> None:
+        if self.recorder is not None:
+            self.recorder.cut_bot(data.timestamp)
         for unit in list(self._open.values()):
             if unit.kind == "tts":
                 self._close(unit, data.timestamp)  # audio already synthesized for this reply is what was billed
@@ -1086,6 +1099,12 @@ class VoiceObserver(BaseObserver):
             metadata["endpointing_delay_ms"] = scores["endpointing_delay_ms"]
         if turn.endpointing_cause is not None:
             metadata["endpointing_cause"] = turn.endpointing_cause
+        if self.recorder is not None:  # of the bot, what played before the caller cut in
+            played = turn.played_s if interrupted else None
+            caller_wav, bot_wav = self.recorder.turn_audio(turn.number, bot_seconds=played)
+            for key, wav in (("caller_audio", caller_wav), ("bot_audio", bot_wav)):
+                if wav is not None:
+                    metadata[key] = wav_media(wav)
         generated = "".join(turn.bot_text).strip()
         if turn.heard_text is not None and interrupted:
             metadata["generated_text"] = generated  # the output is what the caller heard of it

@@ -274,6 +274,32 @@ Read by :meth:`TracingSettings.from_env` into :attr:`TracingSettings.costing`.
 
 Default: ``client``.
 """
+LANGFUSE_RECORD_AUDIO = "LANGFUSE_RECORD_AUDIO"
+""".. envvar:: LANGFUSE_RECORD_AUDIO
+
+Attach the call's audio to its trace as Langfuse media (WAV): each turn's caller and bot audio
+(``metadata.caller_audio``, ``metadata.bot_audio``) and the whole call in stereo on the
+conversation (``metadata.call_audio``: caller left, bot right). The SDK uploads it in the
+background. Ignored when :envvar:`LANGFUSE_CAPTURE_CONTENT` is false. Same booleans as
+:envvar:`ENABLE_TRACING`.
+
+Read by :meth:`TracingSettings.from_env` into :attr:`TracingSettings.record_audio`.
+
+Default: ``false``.
+"""
+
+LANGFUSE_AUDIO_MAX_MB = "LANGFUSE_AUDIO_MAX_MB"
+""".. envvar:: LANGFUSE_AUDIO_MAX_MB
+
+Most audio kept in memory per call, in megabytes (a number greater than 0); the rest of a longer
+call is not recorded (one warning, and ``audio_truncated`` in the conversation's metadata). A
+minute of a call is about 4 MB at 16 kHz (the caller and the bot, kept per turn and whole).
+
+Read by :meth:`TracingSettings.from_env` into :attr:`TracingSettings.audio_max_mb`.
+
+Default: ``64``.
+"""
+
 COSTING_MODES = ("client", "server")
 """The values of :envvar:`LANGFUSE_COSTING`."""
 
@@ -354,6 +380,8 @@ class TracingSettings:
         capture_content: Whether traces carry transcripts, messages, spoken text and tool data.
         sample_rate: Share of conversations traced, 0 to 1 (whole conversations).
         costing: ``client`` (send ``cost_details``) or ``server`` (usage only; Langfuse prices it).
+        record_audio: Attach the call's audio (per turn, and the whole call in stereo) as media.
+        audio_max_mb: Most audio kept in memory per call, in megabytes.
     """
 
     enabled: bool = False
@@ -375,6 +403,8 @@ class TracingSettings:
     capture_content: bool = True
     sample_rate: float = 1.0
     costing: str = "client"
+    record_audio: bool = False
+    audio_max_mb: float = 64.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TracingSettings:
@@ -434,6 +464,8 @@ class TracingSettings:
             capture_content=parse_bool(LANGFUSE_CAPTURE_CONTENT, get(LANGFUSE_CAPTURE_CONTENT) or "true"),
             sample_rate=parse_sample_rate(get(LANGFUSE_SAMPLE_RATE)),
             costing=parse_costing(get(LANGFUSE_COSTING)),
+            record_audio=parse_bool(LANGFUSE_RECORD_AUDIO, get(LANGFUSE_RECORD_AUDIO) or "false"),
+            audio_max_mb=_positive(LANGFUSE_AUDIO_MAX_MB, get(LANGFUSE_AUDIO_MAX_MB), 64.0),
         )
 
 
@@ -571,7 +603,8 @@ def _positive(name: str, raw: str | None, default: float, *, integer: bool = Fal
     try:
         value = int(raw) if integer else float(raw)
     except ValueError:
-        kind = "a whole number of seconds" if integer else "a number of seconds"
+        unit = "megabytes" if name.endswith("_MB") else "seconds"
+        kind = f"a whole number of {unit}" if integer else f"a number of {unit}"
         raise SettingsError(f"{name}={raw!r} is not {kind}.") from None
     if value <= 0:
         raise SettingsError(f"{name}={raw!r} must be greater than 0.")

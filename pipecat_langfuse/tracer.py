@@ -34,6 +34,7 @@ from loguru import logger
 from opentelemetry import context as otel_context
 from pipecat.observers.base_observer import BaseObserver
 
+from pipecat_langfuse._audio import CallRecorder, wav_media
 from pipecat_langfuse._langfuse import (
     ContentPolicy,
     ObservationWriter,
@@ -120,8 +121,15 @@ class VoiceTracer:
                 self._scores = shared_sender(settings)
                 self._writer.send_scores(self._scores, settings.environment)
             self.trace_id = Langfuse.create_trace_id(seed=self.conversation_id)
+        recorder = None
+        if self._writer is not None and settings.record_audio and settings.capture_content:
+            recorder = CallRecorder(int(settings.audio_max_mb * 1_000_000))
         self.observer = VoiceObserver(
-            prices=self.prices, writer=self._writer, prompt=prompt, client_costing=settings.costing == "client"
+            prices=self.prices,
+            writer=self._writer,
+            prompt=prompt,
+            client_costing=settings.costing == "client",
+            recorder=recorder,
         )
 
     @property
@@ -215,7 +223,7 @@ class VoiceTracer:
         finally:
             self.observer.finish()
             if root is not None:
-                self._close_root(root)
+                self._close_root(root, await self._call_audio())
             stack.close()
             self._flushed = await self.flush()
             if self.observer.failures.count > 1:
@@ -282,7 +290,23 @@ class VoiceTracer:
             return False
         return True
 
-    def _close_root(self, root: Any) -> None:
+    async def _call_audio(self) -> dict[str, Any]:
+        """The whole call's stereo audio as media for the conversation's metadata, built off the event loop."""
+        recorder = self.observer.recorder
+        if recorder is None:
+            return {}
+        try:
+            wav = await asyncio.to_thread(recorder.call_audio)
+            media = await asyncio.to_thread(wav_media, wav) if wav is not None else None
+        except Exception as exc:  # noqa: BLE001 - the call's audio must not cost its trace
+            logger.warning(f"Could not build the call's audio: {exc!r}")
+            return {}
+        audio: dict[str, Any] = {"call_audio": media} if media is not None else {}
+        if recorder.truncated:
+            audio["audio_truncated"] = True
+        return audio
+
+    def _close_root(self, root: Any, audio: Mapping[str, Any]) -> None:
         summary = self.summary()
         try:
             scores = conversation_scores(summary)
@@ -297,6 +321,7 @@ class VoiceTracer:
                     "total_cost_usd": round(summary.total_cost_usd, 6),
                     "errors": summary.errors,
                     "unrecovered_errors": summary.unrecovered_errors,
+                    **audio,
                 },
             )
             self._writer.score(scores)

@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 from pipecat.frames.frames import (
+    InputAudioRawFrame,
     InterruptionFrame,
     LLMFullResponseEndFrame,
     MetricsFrame,
@@ -61,6 +62,8 @@ class Witness(BaseObserver):
             self.events.append(("user_stopped_ns", data.timestamp))
         elif isinstance(frame, VADUserStoppedSpeakingFrame) and data.direction.name == "DOWNSTREAM":
             self.events.append(("speech_end_ns", data.timestamp - int(frame.stop_secs * 1e9)))
+        elif isinstance(frame, InputAudioRawFrame):
+            self.events.append(("input_audio_samples", len(frame.audio) // (2 * frame.num_channels)))
         elif isinstance(frame, TTSAudioRawFrame) and isinstance(data.source, TTSService):
             self.events.append(("tts_audio_s", len(frame.audio) / (frame.sample_rate * frame.num_channels * 2)))
         elif isinstance(frame, (InterruptionFrame, TranscriptionFrame, LLMFullResponseEndFrame, TTSStoppedFrame)):

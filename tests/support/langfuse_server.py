@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import gzip
+import hashlib
 import json
 import socket
 import threading
@@ -53,6 +54,9 @@ OTLP_PATH = "/api/public/otel/v1/traces"
 PROJECTS_PATH = "/api/public/projects"
 HEALTH_PATH = "/api/public/health"
 SCORES_PATH = "/api/public/scores"
+MEDIA_PATH = "/api/public/media"
+UPLOAD_PATH = "/media-upload"
+"""Where the stand-in's upload URLs point (Langfuse's are presigned S3 URLs: no Basic auth)."""
 NUMERIC_SCORE_TYPES = frozenset({"NUMERIC", "BOOLEAN"})
 SCORE_TYPES = frozenset({"NUMERIC", "BOOLEAN", "CATEGORICAL", "TEXT", "CORRECTION"})
 
@@ -107,6 +111,9 @@ class LocalLangfuse:
             created through ``POST /api/public/models`` (see :meth:`project_models`).
         models_status: When set, authenticated create and delete requests for models get this status
             and change nothing (listing still works).
+        media: Media records by id, as Langfuse's media API keeps them: the upload request's fields
+            (``contentType``, ``sha256Hash``, ``traceId``, ``observationId``, ``field``…), then the
+            uploaded ``bytes`` and the SDK's ``patch`` (upload status).
 
     :meth:`go_down` closes the socket (connections are refused) and :meth:`come_back` listens
     again on the same port, so a client configured with :attr:`url` sees an outage and a recovery.
@@ -125,6 +132,7 @@ class LocalLangfuse:
     requests: list[ReceivedRequest] = field(default_factory=list)
     models: ModelStore = field(default_factory=ModelStore)
     models_status: int | None = None
+    media: dict[str, dict[str, Any]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
     _down: bool = False
@@ -322,6 +330,9 @@ def _make_handler(server: LocalLangfuse) -> type[BaseHTTPRequestHandler]:
         def do_PUT(self) -> None:
             self.do_POST()
 
+        def do_PATCH(self) -> None:
+            self.do_POST()
+
         def do_DELETE(self) -> None:
             self.do_POST()
 
@@ -333,6 +344,8 @@ def _make_handler(server: LocalLangfuse) -> type[BaseHTTPRequestHandler]:
             if server.status_override is not None:
                 server._record(request, [])
                 return self._json(server.status_override, {"message": "overridden status"})
+            if self.command == "PUT" and path.startswith(UPLOAD_PATH + "/"):
+                return self._upload(request, path[len(UPLOAD_PATH) + 1 :], body)
             if path == HEALTH_PATH:
                 server._record(request, [])
                 return self._json(200, {"status": "OK", "version": "3.0.0-local"})
@@ -340,6 +353,8 @@ def _make_handler(server: LocalLangfuse) -> type[BaseHTTPRequestHandler]:
             if error is not None:
                 server._record(request, [])
                 return self._json(401, {"message": error})
+            if path == MEDIA_PATH or path.startswith(MEDIA_PATH + "/"):
+                return self._media(request, path, body)
             if self.command == "GET" and path == PROJECTS_PATH:
                 server._record(request, [])
                 project = {
@@ -382,6 +397,36 @@ def _make_handler(server: LocalLangfuse) -> type[BaseHTTPRequestHandler]:
                 messages = [{"message": error} for error in errors]
                 return self._json(207, {"accepted": len(accepted), "rejected": len(errors), "errors": messages})
             return self._json(202, {"message": "Accepted"})
+
+        def _media(self, request: ReceivedRequest, path: str, body: bytes) -> None:
+            decoded = json.loads(body) if body else None
+            server._record(dataclasses.replace(request, body=decoded), [])
+            if self.command == "POST" and path == MEDIA_PATH:
+                # Langfuse's media id: the content's SHA-256 (base64), URL-safe, first 22 characters.
+                media_id = decoded["sha256Hash"].replace("+", "-").replace("/", "_")[:22]
+                with server._lock:
+                    known = server.media.get(media_id)
+                    if known is None:
+                        server.media[media_id] = {**decoded, "bytes": None, "patch": None}
+                uploaded = known is not None and known["bytes"] is not None
+                upload_url = None if uploaded else f"{server.url}{UPLOAD_PATH}/{media_id}"
+                return self._json(200, {"uploadUrl": upload_url, "mediaId": media_id})
+            media_id = path[len(MEDIA_PATH) + 1 :]
+            if self.command == "PATCH" and media_id in server.media:
+                with server._lock:
+                    server.media[media_id]["patch"] = decoded
+                return self._send(204, b"", "application/json")
+            return self._json(404, {"message": "media not found"})
+
+        def _upload(self, request: ReceivedRequest, media_id: str, body: bytes) -> None:
+            server._record(request, [])
+            record = server.media.get(media_id)
+            digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
+            if record is None or digest != record["sha256Hash"]:
+                return self._json(400, {"message": "unknown media or checksum mismatch"})
+            with server._lock:
+                record["bytes"] = body
+            return self._send(200, b"", "application/octet-stream")
 
         def _models(self, request: ReceivedRequest, path: str, body: bytes) -> None:
             model_id = unquote(path[len(MODELS_PATH) + 1 :]) if path != MODELS_PATH else None
