@@ -16,7 +16,10 @@ bounded by ``LANGFUSE_FLUSH_TIMEOUT``.
 Configuration comes from environment variables, read by :meth:`TracingSettings.from_env` and
 documented in :mod:`pipecat_langfuse.settings`: ``ENABLE_TRACING=true``, ``LANGFUSE_PUBLIC_KEY``,
 ``LANGFUSE_SECRET_KEY`` and ``LANGFUSE_BASE_URL`` send traces to Langfuse. With tracing off,
-nothing leaves the process and the tracer only records the end-of-call summary.
+nothing leaves the process and the tracer only records the end-of-call summary. What leaves it
+otherwise is governed by ``LANGFUSE_CAPTURE_CONTENT`` (no words said), ``LANGFUSE_SAMPLE_RATE``
+(whole conversations), ``LANGFUSE_COSTING`` (who prices) and ``LANGFUSE_RECORD_AUDIO`` (the
+call's audio as media).
 
 Usage (Pipecat 1.x, Langfuse SDK 5)::
 
@@ -51,7 +54,8 @@ Public API (``__all__``):
   ``enable_tracing=tracer.enabled`` and ``conversation_id``); ``conversation()`` wraps the run; ``summary()`` tells
   what the call did and cost; ``client`` is the Langfuse client (None when tracing is off).
   ``VoiceTracer(settings, runner_args=runner_args)`` takes the session id from the call (phone
-  call id, WebRTC peer); ``prompt=`` links LLM generations to a Langfuse prompt.
+  call id, WebRTC peer); ``prompt=`` links LLM generations to a Langfuse prompt; ``mask=`` redacts
+  every string of every input, output and metadata value before it leaves the process.
 * :class:`TracingSettings`: the configuration, frozen; ``TracingSettings.from_env()`` reads it.
 * :class:`SettingsError`: a configuration value is missing or invalid (a ``ValueError``).
 * :class:`PriceTable`: model prices, the built-in table plus ``PRICING_FILE``
