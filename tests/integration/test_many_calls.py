@@ -213,7 +213,10 @@ def test_each_traces_usage_is_its_own_calls_usage(calls: list[Call], server: Loc
         # "Yes." and "I can hear you clearly, how can I help you today?" (one request each), then
         # "It is noon." and "Goodbye!".
         assert exported["input_characters"] == 4 + 49 + 11 + 8
-        assert exported["input_audio_ms"] == 7780
+        # 2780 + 2640 + 2360 ms when the VAD fires on time (test_tracing checks it exactly, one call at a
+        # time). With many calls on one loop it may fire a 20 ms chunk late, which shortens the segment
+        # the STT bills; the exact equality with what the STT reported is asserted above.
+        assert abs(exported["input_audio_ms"] - 7780) <= 5 * 20
 
 
 # -- Two hundred calls in a row --------------------------------------------------------------------
