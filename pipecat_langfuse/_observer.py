@@ -1324,17 +1324,17 @@ def _is_upstream_copy(data: FramePushed) -> bool:
 
 
 def _add_usage(a: LLMTokenUsage, b: LLMTokenUsage) -> LLMTokenUsage:
-    def add(x: int | None, y: int | None) -> int | None:
-        return None if x is None and y is None else (x or 0) + (y or 0)
+    """Two reports of one call as one: every count summed, those neither report left unset.
 
-    return LLMTokenUsage(
-        prompt_tokens=a.prompt_tokens + b.prompt_tokens,
-        completion_tokens=a.completion_tokens + b.completion_tokens,
-        total_tokens=a.total_tokens + b.total_tokens,
-        cache_read_input_tokens=add(a.cache_read_input_tokens, b.cache_read_input_tokens),
-        cache_creation_input_tokens=add(a.cache_creation_input_tokens, b.cache_creation_input_tokens),
-        reasoning_tokens=add(a.reasoning_tokens, b.reasoning_tokens),
-    )
+    All of Pipecat's fields, so none is lost (audio and cached-audio tokens too, whichever of them
+    the installed Pipecat has).
+    """
+    summed: dict[str, int | None] = {}
+    for name in type(a).model_fields:
+        x, y = getattr(a, name), getattr(b, name, None)
+        if isinstance(x, int | None) and isinstance(y, int | None):
+            summed[name] = None if x is None and y is None else (x or 0) + (y or 0)
+    return LLMTokenUsage.model_validate(summed)
 
 
 def llm_usage_details(usage: LLMTokenUsage) -> dict[str, int]:

@@ -49,3 +49,24 @@ def test_every_value_is_a_non_negative_int() -> None:
     details = llm_usage_details(usage)
     assert all(type(v) is int and v >= 0 for v in details.values())
     assert details["input"] == 0
+
+
+def test_two_reports_of_one_call_add_up_field_by_field_audio_included() -> None:
+    from pipecat_langfuse._observer import _add_usage
+
+    first = LLMTokenUsage(prompt_tokens=100, completion_tokens=20, total_tokens=120, cache_read_input_tokens=40)
+    second = LLMTokenUsage(prompt_tokens=10, completion_tokens=5, total_tokens=15, reasoning_tokens=3)
+    audio = {"input_audio_tokens": (60, 6), "output_audio_tokens": (15, 4), "cache_read_input_audio_tokens": (30, None)}
+    fields = set(LLMTokenUsage.model_fields)
+    for name, (a, b) in audio.items():  # the audio counts of the Pipecat installed (1.14 has them)
+        if name in fields:
+            setattr(first, name, a)
+            setattr(second, name, b)
+    merged = _add_usage(first, second)
+    assert (merged.prompt_tokens, merged.completion_tokens, merged.total_tokens) == (110, 25, 135)
+    assert (merged.cache_read_input_tokens, merged.reasoning_tokens) == (40, 3)
+    assert merged.cache_creation_input_tokens is None  # neither report had it
+    expected = {"input_audio_tokens": 66, "output_audio_tokens": 19, "cache_read_input_audio_tokens": 30}
+    assert {name: getattr(merged, name) for name in expected if name in fields} == {
+        name: value for name, value in expected.items() if name in fields
+    }
