@@ -65,6 +65,7 @@ from pipecat_langfuse._spool import (
     SpoolingSpanExporter,
     destination_folder,
     replay,
+    warn_once,
 )
 from pipecat_langfuse.settings import TracingSettings
 from pipecat_langfuse.summary import SpanCounts
@@ -494,7 +495,7 @@ def replay_spool_in_background(settings: TracingSettings) -> threading.Thread | 
     return thread
 
 
-def demote_pipecat_spans(client: Langfuse) -> bool:
+def watch_pipecat_spans(client: Langfuse) -> bool:
     """Install :class:`PipecatSpanDemotion` and :class:`PipecatSpanAdoption` where Pipecat's spans meet Langfuse.
 
     That is ``client``'s tracer provider when it is also the global one (installed once per
@@ -605,23 +606,13 @@ class ContentPolicy:
                 return str(self.mask(value))
             except Exception as exc:  # noqa: BLE001 - an unmasked value must never leave
                 logger.opt(exception=exc).debug("The mask raised.")
-                _warn_mask_failed(exc)
+                warn_once("mask-failed", f"The tracer's mask raised {exc!r}; the value is sent as {MASK_FAILED!r}.")
                 return MASK_FAILED
         if isinstance(value, Mapping):
             return {k: self.masked(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [self.masked(v) for v in value]
         return value
-
-
-_mask_warned = False
-
-
-def _warn_mask_failed(exc: Exception) -> None:
-    global _mask_warned
-    if not _mask_warned:
-        _mask_warned = True
-        logger.warning(f"The tracer's mask raised {exc!r}; the value it was given is sent as {MASK_FAILED!r}.")
 
 
 @dataclass(slots=True)

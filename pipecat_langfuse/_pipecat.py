@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from loguru import logger
 from opentelemetry import trace as otel_trace
 
-_warned = False
+from pipecat_langfuse._spool import warn_once
 
 
 def adopt_conversation(worker: Any, root: otel_trace.SpanContext, conversation_id: str) -> bool:
@@ -24,7 +23,6 @@ def adopt_conversation(worker: Any, root: otel_trace.SpanContext, conversation_i
     whether that was done: False when ``worker`` has no Pipecat tracing (``enable_tracing=False``
     or ``enable_turn_tracking=False``) or Pipecat's internals are not the expected ones.
     """
-    global _warned
     observer = getattr(worker, "turn_trace_observer", None)
     if observer is None:
         return False
@@ -33,13 +31,12 @@ def adopt_conversation(worker: Any, root: otel_trace.SpanContext, conversation_i
     if getattr(observer, "_conversation_span", "absent") is not None or not hasattr(
         tracing_context, "set_conversation_context"
     ):
-        if not _warned:
-            _warned = True
-            logger.warning(
-                "Pipecat's turn tracing has already started, or is not what pipecat-langfuse expects: "
-                "this conversation keeps Pipecat's spans beside its own turns. Attach the tracer before "
-                "the runner starts the worker."
-            )
+        warn_once(
+            "pipecat-turn-tracing",
+            "Pipecat's turn tracing has already started, or is not what pipecat-langfuse expects: "
+            "this conversation keeps Pipecat's spans beside its own turns. Attach the tracer before "
+            "the runner starts the worker.",
+        )
         return False
     observer._conversation_span = otel_trace.NonRecordingSpan(root)
     tracing_context.set_conversation_context(root, conversation_id)

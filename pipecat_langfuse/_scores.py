@@ -45,12 +45,12 @@ from pipecat_langfuse._spool import (
     RetryPause,
     Spool,
     SpoolFullError,
-    _OnceLog,
     classify,
     destination_folder,
     failure_message,
     spool_destination,
     spool_full_message,
+    warn_once,
 )
 from pipecat_langfuse.settings import TracingSettings
 
@@ -238,9 +238,9 @@ class ScoreSender:
                     self._work.notify()
                     return
             if closing:
-                _OnceLog.warn("scores-closed", "A score was added after the score sender was closed; it was dropped.")
+                warn_once("scores-closed", "A score was added after the score sender was closed; it was dropped.")
             else:
-                _OnceLog.warn(
+                warn_once(
                     "scores-queue-full",
                     f"{SCORE_FAILURE_PREFIX}{self._max_queued:,} scores are already waiting to be sent to "
                     f"{self.base_url}; new ones are dropped until the queue drains. The sender cannot keep up: "
@@ -305,7 +305,7 @@ class ScoreSender:
                 try:
                     bodies, unencodable = encode_batches(batch)
                     if unencodable:
-                        _OnceLog.warn(
+                        warn_once(
                             "scores-unencodable",
                             f"{SCORE_FAILURE_PREFIX}{unencodable} score(s) could not be encoded as JSON under "
                             f"{MAX_BATCH_BYTES:,} bytes (NaN, or too large); dropped.",
@@ -315,7 +315,7 @@ class ScoreSender:
                         self._deliver(client, body, count)
                 except Exception as exc:  # noqa: BLE001 - the sender thread must outlive any one batch
                     logger.opt(exception=True).debug("Score batch failed.")
-                    _OnceLog.warn("scores-unexpected", f"{SCORE_FAILURE_PREFIX}unexpected error ({exc!r}).")
+                    warn_once("scores-unexpected", f"{SCORE_FAILURE_PREFIX}unexpected error ({exc!r}).")
                     with self._lock:
                         lost = self._added - self._finished - len(self._queue)
                     self._finish(dropped=lost)
@@ -350,7 +350,7 @@ class ScoreSender:
             self._pause.succeeded()
             rejected = _rejected_of(response, count) if response is not None and response.status_code == 207 else 0
             if rejected and response is not None:
-                _OnceLog.warn(
+                warn_once(
                     "scores-partly-rejected",
                     f"{SCORE_FAILURE_PREFIX}Langfuse at {self.base_url} took only part of a batch (HTTP 207) and "
                     f"rejected {rejected} of {count} scores: {response.text[:300]}",
@@ -362,7 +362,7 @@ class ScoreSender:
             self._keep(body, count, outcome, attempt)
             return
         answer = response.text[:300] if response is not None else ""
-        _OnceLog.warn(
+        warn_once(
             "scores-rejected",
             f"{SCORE_FAILURE_PREFIX}Langfuse at {self.base_url} rejected a batch of {count} scores (HTTP "
             f"{attempt.status}); it was dropped, since sending it again would fail the same way. Langfuse said: "
@@ -379,7 +379,7 @@ class ScoreSender:
         try:
             path, evicted = self.spool.write(body, SCORES_SUFFIX)
         except SpoolFullError as exc:
-            _OnceLog.warn(
+            warn_once(
                 "scores-spool-too-small",
                 f"Tracing spool: {exc} ({self.spool.max_bytes / 1e6:g} MB, LANGFUSE_SPOOL_MAX_MB); "
                 f"{count} scores dropped. Raise LANGFUSE_SPOOL_MAX_MB.",
@@ -387,7 +387,7 @@ class ScoreSender:
             self._finish(dropped=count)
             return
         except OSError as exc:
-            _OnceLog.warn(
+            warn_once(
                 "scores-spool-unwritable",
                 f"Tracing spool: cannot write to {self.spool.directory} ({exc.strerror or exc!r}); scores that "
                 "Langfuse did not take are dropped. Set LANGFUSE_SPOOL_DIR to a writable folder "
@@ -397,7 +397,7 @@ class ScoreSender:
             return
         logger.debug(f"Tracing spool: {count} scores kept in {path.name}.")
         if evicted:
-            _OnceLog.warn("spool-full", spool_full_message(self.spool, evicted))
+            warn_once("spool-full", spool_full_message(self.spool, evicted))
         self._finish(spooled=count, evicted=sum(item.scores for item in evicted))
 
     def _explain(self, outcome: Outcome, attempt: Attempt | None, count: int) -> None:

@@ -511,6 +511,8 @@ class _OnceLog:
             cls._shown.clear()
 
 
+warn_once = _OnceLog.warn
+"""Log ``message`` at WARNING the first time ``key`` is seen in the process, at DEBUG after."""
 reset_warnings = _OnceLog.reset
 
 

@@ -40,11 +40,11 @@ from pipecat_langfuse._langfuse import (
     ObservationWriter,
     build_client,
     conversation_open,
-    demote_pipecat_spans,
     otel_span_context,
     pipecat_spans_of,
     set_trace_metadata,
     span_counts,
+    watch_pipecat_spans,
 )
 from pipecat_langfuse._observer import VoiceObserver
 from pipecat_langfuse._pipecat import adopt_conversation
@@ -115,7 +115,7 @@ class VoiceTracer:
             built_here = client is None
             client = client if client is not None else build_client(settings)
             # Pipecat's turn spans reach Langfuse only through a client of ours, whose export filter takes them.
-            self._pipecat_spans_reach_langfuse = demote_pipecat_spans(client) and built_here
+            self._pipecat_spans_reach_langfuse = watch_pipecat_spans(client) and built_here
             self._writer = ObservationWriter(client, content=ContentPolicy(capture=settings.capture_content, mask=mask))
             if built_here and settings.public_key and settings.secret_key:  # scores go with the client we built
                 self._scores = shared_sender(settings)
