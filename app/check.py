@@ -45,7 +45,6 @@ from typing import Any, TypeVar
 
 import httpx
 import pydantic
-from dotenv import load_dotenv
 from langfuse import Langfuse, propagate_attributes
 from langfuse.api.core.api_error import ApiError
 from loguru import logger
@@ -55,6 +54,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 
 # pipecat_langfuse imports Pipecat, whose import logs a banner to stderr; keep it out of the verdict.
 logger.disable("pipecat")
+from app._cli import DOTENV, exit_codes, load_local_dotenv, redact  # noqa: E402
 from pipecat_langfuse import PriceTable, VoiceTracer  # noqa: E402
 from pipecat_langfuse.settings import (  # noqa: E402
     ENABLE_TRACING,
@@ -477,15 +477,11 @@ def _with_details(result: CheckResult, *lines: str) -> CheckResult:
     )
 
 
-def _redact(text: str, secret: str) -> str:
-    return text.replace(secret, "<secret key>") if secret else text
-
-
 def _redact_result(result: CheckResult, secret: str) -> CheckResult:
     return CheckResult(
         result.exit_code,
-        _redact(result.verdict, secret),
-        tuple(_redact(line, secret) for line in result.details),
+        redact(result.verdict, secret),
+        tuple(redact(line, secret) for line in result.details),
         result.project,
         result.base_url,
         result.trace_id,
@@ -499,7 +495,7 @@ class _RedactingFormatter(logging.Formatter):
         self._secret = secret
 
     def format(self, record: logging.LogRecord) -> str:
-        return _redact(super().format(record), self._secret)
+        return redact(super().format(record), self._secret)
 
 
 def _configure_logging(verbose: bool, secret: str) -> None:
@@ -586,9 +582,8 @@ def _replay(env: Mapping[str, str]) -> CheckResult:
 
 
 def _parser() -> argparse.ArgumentParser:
-    codes = "\n".join(
-        f"  {code.value}  {text}"
-        for code, text in (
+    codes = exit_codes(
+        (
             (ExitCode.OK, "OK: keys accepted and the test trace delivered"),
             (ExitCode.UNEXPECTED, "unexpected error in the check itself (see --verbose)"),
             (ExitCode.CONFIG, "missing or invalid configuration"),
@@ -605,7 +600,7 @@ def _parser() -> argparse.ArgumentParser:
             f"and {LANGFUSE_TIMEOUT} from the environment and ./.env (the environment wins)."
         ),
         epilog=(
-            f"exit codes:\n{codes}\n\nwith --replay: 0 every spooled file sent (or none to send), 3 wrong keys,\n"
+            f"{codes}\n\nwith --replay: 0 every spooled file sent (or none to send), 3 wrong keys,\n"
             "4 unreachable, timed out, HTTP 5xx or 429, 5 Langfuse refused some files; files not sent are kept"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -632,8 +627,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    dotenv = Path.cwd() / ".env"
-    loaded = dotenv.is_file() and load_dotenv(dotenv, override=False)
+    loaded = load_local_dotenv()
+    dotenv = Path.cwd() / DOTENV
     if args.prices:
         from app.prices import price_listing
 
@@ -652,7 +647,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  config: environment{f' + {dotenv}' if loaded else f' (no .env in {Path.cwd()})'}")
         if result.error is not None:
             trace = "".join(traceback.format_exception(result.error))
-            print(_redact(trace, secret), file=sys.stderr, end="")
+            print(redact(trace, secret), file=sys.stderr, end="")
     elif result.exit_code is ExitCode.CONFIG and not loaded:
         print(f"  (no .env file in {Path.cwd()}; only the environment was read)")
     return int(result.exit_code)

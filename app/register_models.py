@@ -101,7 +101,6 @@ from typing import Any, Literal
 
 import httpx
 import pydantic
-from dotenv import load_dotenv
 from langfuse.api import LangfuseAPI
 from langfuse.api.commons.types.model import Model
 from langfuse.api.commons.types.model_usage_unit import ModelUsageUnit
@@ -113,6 +112,7 @@ from loguru import logger
 
 # pipecat_langfuse imports Pipecat, whose import logs a banner to stderr; keep it out of the output.
 logger.disable("pipecat")
+from app._cli import exit_codes, load_local_dotenv, redact  # noqa: E402
 from pipecat_langfuse import pricing  # noqa: E402
 from pipecat_langfuse.pricing import ModelPrice, PriceTable, PricingError  # noqa: E402
 from pipecat_langfuse.settings import (  # noqa: E402
@@ -346,7 +346,7 @@ def register(env: Mapping[str, str] | None = None, *, dry_run: bool = False, pru
             (f"UNEXPECTED ERROR: {type(exc).__name__}: {exc}", "  Run with --verbose for the traceback."),
             exc,
         )
-    return Result(result.exit_code, tuple(_redact(line, secret) for line in result.lines), result.error)
+    return Result(result.exit_code, tuple(redact(line, secret) for line in result.lines), result.error)
 
 
 def _register(env: Mapping[str, str], dry_run: bool, prune: bool) -> Result:
@@ -547,14 +547,9 @@ def _unportable(inner: str) -> str | None:
     return None
 
 
-def _redact(text: str, secret: str) -> str:
-    return text.replace(secret, "<secret key>") if secret else text
-
-
 def _parser() -> argparse.ArgumentParser:
-    codes = "\n".join(
-        f"  {code.value}  {text}"
-        for code, text in (
+    codes = exit_codes(
+        (
             (ExitCode.OK, "OK: definitions match the price table (or the dry-run plan was printed)"),
             (ExitCode.UNEXPECTED, "unexpected error (see --verbose)"),
             (ExitCode.CONFIG, "missing or invalid configuration"),
@@ -571,7 +566,7 @@ def _parser() -> argparse.ArgumentParser:
             f"Reads {LANGFUSE_PUBLIC_KEY}, {LANGFUSE_SECRET_KEY}, {LANGFUSE_BASE_URL} (or {LANGFUSE_HOST}),\n"
             f"{LANGFUSE_TIMEOUT} and {PRICING_FILE} from the environment and ./.env (the environment wins)."
         ),
-        epilog=f"exit codes:\n{codes}",
+        epilog=codes,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
@@ -590,15 +585,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="show the traceback of a failure")
     args = parser.parse_args(argv)
 
-    dotenv = Path.cwd() / ".env"
-    loaded = dotenv.is_file() and load_dotenv(dotenv, override=False)
+    loaded = load_local_dotenv()
     result = register(os.environ, dry_run=args.dry_run, prune=args.prune)
     print("\n".join(result.lines))
     if result.exit_code is ExitCode.CONFIG and not loaded:
         print(f"  (no .env file in {Path.cwd()}; only the environment was read)")
     if args.verbose and result.error is not None:
         secret = (os.environ.get(LANGFUSE_SECRET_KEY) or "").strip()
-        print(_redact("".join(traceback.format_exception(result.error)), secret), file=sys.stderr, end="")
+        print(redact("".join(traceback.format_exception(result.error)), secret), file=sys.stderr, end="")
     return int(result.exit_code)
 
 

@@ -46,11 +46,11 @@ from decimal import Decimal, InvalidOperation
 from enum import IntEnum
 from pathlib import Path
 
-from dotenv import load_dotenv
 from loguru import logger
 
 # pipecat_langfuse imports Pipecat, whose import logs a banner to stderr; keep it out of the report.
 logger.disable("pipecat")
+from app._cli import exit_codes, load_local_dotenv  # noqa: E402
 from app.reconcile._billed import BilledExport, parse_cartesia, parse_deepgram, parse_openai  # noqa: E402
 from app.reconcile._compare import (  # noqa: E402
     DEFAULT_THRESHOLD_PCT,
@@ -350,10 +350,13 @@ def _parser() -> argparse.ArgumentParser:
             "Compare what our traces recorded (Langfuse, the spool, or a JSON dump) with a provider's usage export,\n"
             "per provider, model and day; flag gaps over the threshold as coverage, units or rate."
         ),
-        epilog=(
-            "exit codes:\n  0  every line within the threshold\n  1  a gap is flagged\n"
-            "  2  input or configuration error (the message names the file or variable and the fix)\n"
-            "  3  unexpected error (see --verbose)"
+        epilog=exit_codes(
+            (
+                (ExitCode.OK, "every line within the threshold"),
+                (ExitCode.GAP, "a gap is flagged"),
+                (ExitCode.INPUT, "input or configuration error (the message names the file or variable and the fix)"),
+                (ExitCode.UNEXPECTED, "unexpected error (see --verbose)"),
+            )
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -432,9 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on a usage error, 0 for --help
         return int(exc.code or 0)
-    dotenv = Path.cwd() / ".env"
-    if dotenv.is_file():
-        load_dotenv(dotenv, override=False)
+    load_local_dotenv()
     try:
         report = run(args, os.environ)
     except ReconcileInputError as exc:
