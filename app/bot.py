@@ -3,7 +3,9 @@
 With DEEPGRAM_API_KEY, OPENAI_API_KEY and CARTESIA_API_KEY set it talks to you in the
 browser (Pipecat's development runner, SmallWebRTC on localhost). Otherwise, or with
 ``--offline``, it plays a scripted caller through the same pipeline with offline services,
-priced as the live models they stand in for, and prints a summary table.
+priced as the live models they stand in for, and prints a summary table. ``--s2s`` (or
+``--s2s gemini``) plays it through one simulated speech-to-speech service instead, behaving like
+OpenAI Realtime (or Gemini Live).
 """
 
 from __future__ import annotations
@@ -42,9 +44,9 @@ from app.config import BotConfigError, BotSettings
 from pipecat_langfuse import ConversationSummary, PriceTable, PricingError, SettingsError, TracingSettings, VoiceTracer
 
 if TYPE_CHECKING:
-    from app.offline import OfflineServices
+    from app.offline import Flavor, OfflineS2SServices, OfflineServices
 
-__all__ = ["CallStop", "bot", "main", "run_conversation", "run_offline", "run_offline_call"]
+__all__ = ["CallStop", "bot", "main", "run_conversation", "run_offline", "run_offline_call", "run_offline_s2s_call"]
 
 LOG_LEVEL = "LOG_LEVEL"
 SIMULATED_TAG = "simulated"
@@ -82,9 +84,9 @@ def _config() -> _Config:
 async def run_conversation(
     *,
     transport: BaseTransport,
-    stt: STTService,
+    stt: STTService | None,
     llm: LLMService[Any],
-    tts: TTSService,
+    tts: TTSService | None,
     tracer: VoiceTracer,
     user_params: LLMUserAggregatorParams | None = None,
     live: bool = False,
@@ -95,7 +97,8 @@ async def run_conversation(
 ) -> ConversationSummary:
     """Run one conversation through ``transport`` and return its summary.
 
-    The pipeline is STT -> LLM -> TTS with a shared LLM context; the worker has Pipecat's own
+    The pipeline is STT -> LLM -> TTS with a shared LLM context (or, with ``stt`` and ``tts`` None,
+    a speech-to-speech ``llm`` alone, which hears and speaks itself); the worker has Pipecat's own
     tracing on and the tracer attached, and runs inside ``tracer.conversation()``, so the call
     is one Langfuse trace: conversation -> Pipecat's turns -> our generations and tool calls.
 
@@ -105,7 +108,8 @@ async def run_conversation(
     """
     context = LLMContext()  # the system prompt is the LLM's system_instruction (see app.live, app.offline)
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(context, user_params=user_params)
-    pipeline = Pipeline([transport.input(), stt, user_aggregator, llm, tts, transport.output(), assistant_aggregator])
+    processors = [transport.input(), stt, user_aggregator, llm, tts, transport.output(), assistant_aggregator]
+    pipeline = Pipeline([p for p in processors if p is not None])
     worker = PipelineWorker(
         pipeline,
         params=PipelineParams(enable_metrics=True, enable_usage_metrics=True, send_initial_empty_metrics=False),
@@ -149,25 +153,44 @@ async def run_conversation(
 
 
 async def run_offline(
-    config: _Config, *, quick: bool = False, stop: CallStop | None = None, tracer: VoiceTracer | None = None
+    config: _Config,
+    *,
+    quick: bool = False,
+    stop: CallStop | None = None,
+    tracer: VoiceTracer | None = None,
+    s2s: Flavor | None = None,
 ) -> ConversationSummary:
     """Play the scripted caller through offline services and return the summary.
 
     With ``stop``, SIGINT and SIGTERM are handled on the event loop during the call (see
-    :class:`CallStop`); ``tracer`` defaults to a new one for the offline call.
+    :class:`CallStop`); ``tracer`` defaults to a new one for the offline call. With ``s2s``
+    ("openai" or "gemini"), one offline speech-to-speech service replaces STT, LLM and TTS.
     """
-    from app.offline import DEFAULT_SCRIPT, QUICK_SCRIPT, create_offline_services
+    from app.offline import DEFAULT_SCRIPT, QUICK_SCRIPT, create_offline_s2s_services, create_offline_services
 
-    services = create_offline_services(QUICK_SCRIPT if quick else DEFAULT_SCRIPT)
+    script = QUICK_SCRIPT if quick else DEFAULT_SCRIPT
     if tracer is None:
-        tracer = VoiceTracer(config.tracing, prices=config.prices, tags=(SIMULATED_TAG,), metadata={"mode": "offline"})
+        tracer = VoiceTracer(
+            config.tracing, prices=config.prices, tags=(SIMULATED_TAG,), metadata=_offline_metadata(s2s)
+        )
+
+    async def call() -> ConversationSummary:
+        if s2s is not None:
+            return await run_offline_s2s_call(create_offline_s2s_services(script, flavor=s2s), tracer, stop=stop)
+        return await run_offline_call(create_offline_services(script), tracer, stop=stop)
+
     if stop is None:
-        return await run_offline_call(services, tracer)
+        return await call()
     stop.handle_on_loop(asyncio.get_running_loop())
     try:
-        return await run_offline_call(services, tracer, stop=stop)
+        return await call()
     finally:
         stop.restore_loop()
+
+
+def _offline_metadata(s2s: Flavor | None) -> dict[str, str]:
+    """The trace metadata of an offline call."""
+    return {"mode": "offline"} if s2s is None else {"mode": "offline", "s2s": s2s}
 
 
 async def run_offline_call(
@@ -184,6 +207,28 @@ async def run_offline_call(
         stt=services.stt,
         llm=services.llm,
         tts=services.tts,
+        tracer=tracer,
+        user_params=services.user_params,
+        observers=observers,
+        stop=stop,
+        pipecat_tracing=pipecat_tracing,
+    )
+
+
+async def run_offline_s2s_call(
+    services: OfflineS2SServices,
+    tracer: VoiceTracer,
+    *,
+    observers: Sequence[BaseObserver] = (),
+    stop: CallStop | None = None,
+    pipecat_tracing: bool = True,
+) -> ConversationSummary:
+    """Run the speech-to-speech call of ``services`` (transport, offline S2S service, turn strategies)."""
+    return await run_conversation(
+        transport=services.transport,
+        stt=None,
+        llm=services.s2s,
+        tts=None,
         tracer=tracer,
         user_params=services.user_params,
         observers=observers,
@@ -338,6 +383,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--offline", action="store_true", help="run the scripted offline call even if keys are set")
     parser.add_argument("--quick", action="store_true", help="offline: play the short 3-turn script")
+    parser.add_argument(
+        "--s2s",
+        nargs="?",
+        const="openai",
+        choices=("openai", "gemini"),
+        help="offline, through one simulated speech-to-speech service: OpenAI Realtime (default) or Gemini Live",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (also: LOG_LEVEL=DEBUG)")
     args, runner_argv = parser.parse_known_args(argv)
 
@@ -353,13 +405,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     replay_spool_in_background(config.tracing)  # what earlier runs spooled, re-sent off the event loop
 
     missing = config.bot.missing_keys
-    if args.offline or missing:
-        if missing and not args.offline:
+    if args.offline or args.s2s or missing:
+        if missing and not (args.offline or args.s2s):
             logger.info(f"{', '.join(missing)} not set: running the scripted offline conversation.")
         _log_tracing(config.tracing)
         stop = CallStop(config.tracing.flush_timeout_s)
-        tracer = VoiceTracer(config.tracing, prices=config.prices, tags=(SIMULATED_TAG,), metadata={"mode": "offline"})
-        summary = asyncio.run(run_offline(config, quick=args.quick, stop=stop, tracer=tracer))
+        tracer = VoiceTracer(
+            config.tracing, prices=config.prices, tags=(SIMULATED_TAG,), metadata=_offline_metadata(args.s2s)
+        )
+        summary = asyncio.run(run_offline(config, quick=args.quick, stop=stop, tracer=tracer, s2s=args.s2s))
         print(summary.render(), flush=True)
         print("\nOffline run: simulated services, priced as the live models they stand in for.", flush=True)
         code = stop.exit_code if stop.exit_code is not None else 0

@@ -30,7 +30,7 @@ def price_listing(env: Mapping[str, str] | None = None, today: date | None = Non
         return 2, [f"PRICING_FILE: {error}"]
     stale = 0
     lines = [f"{'kind':<4}  {'entry':<34}  {'source':<12}  {'date':<10}  {'age':>5}  price"]
-    for kind in ("stt", "llm", "tts"):
+    for kind in ("stt", "llm", "s2s", "tts"):
         for entry in (e for e in table.entries if e.kind == kind):
             age = entry.age_days(today)
             is_stale = age > STALE_AFTER_DAYS and not entry.self_hosted
@@ -70,8 +70,17 @@ _PROVIDERS = {
     "fish.audio": "Fish Audio",
     "www.hume.ai": "Hume",
     "docs.bland.ai": "Bland",
+    "www.anttisahla.com": "Google (dated copy)",
+}
+# Sources on raw.githubusercontent.com: dated copies of a vendor's price list, by repository.
+_PROVIDER_COPIES = {
+    "/api-evangelist/amazon-nova/": "AWS (dated copy)",
+    "/api-evangelist/fixie/": "Ultravox (dated copy)",
 }
 _UNITS = (
+    ("input_text_tokens", "text and audio tokens"),
+    ("input_text", "text and audio tokens"),
+    ("session_ms", "session time (per minute)"),
     ("input_audio_ms", "audio sent (per minute/hour)"),
     ("input_characters", "characters"),
     ("output_audio_ms", "audio generated"),
@@ -87,14 +96,18 @@ def markdown_table(table: PriceTable | None = None) -> str:
     from urllib.parse import urlparse
 
     table = table or PriceTable.load()
-    columns = list(dict.fromkeys(label for _, label in _UNITS))
+    speech_to_speech = [label for key, label in _UNITS if key.startswith(("session", "input_text"))]
+    columns = [label for label in dict.fromkeys(label for _, label in _UNITS) if label not in speech_to_speech]
+    columns += dict.fromkeys(speech_to_speech)  # speech-to-speech last, after the STT, TTS and LLM units
     rows: dict[str, dict[str, list[str]]] = {}
     for entry in table.entries:
         if entry.self_hosted:
             provider, unit = "Self-hosted ($0, usage recorded)", "self-hosted"
         else:
             host = urlparse(entry.source).hostname or ""
-            provider = _PROVIDERS.get(host) or host.removeprefix("www.").split(".")[0].capitalize()
+            path = urlparse(entry.source).path
+            copy = next((name for repo, name in _PROVIDER_COPIES.items() if path.startswith(repo)), None)
+            provider = copy or _PROVIDERS.get(host) or host.removeprefix("www.").split(".")[0].capitalize()
             unit = next(label for key, label in _UNITS if key in entry.unit_prices)
         cell = rows.setdefault(provider, {}).setdefault(unit, [])
         cell.append(f"{entry.kind.upper()} `{entry.name}`")

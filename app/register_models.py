@@ -142,6 +142,7 @@ _MAX_PAGES = 1000  # a server whose totalPages never ends must not loop forever
 
 # The unit of a definition (a ModelUsageUnit value), from the usage keys it prices (first found wins).
 _UNITS: tuple[tuple[str, str], ...] = (
+    (pricing.USAGE_SESSION_MS, "MILLISECONDS"),
     (pricing.USAGE_INPUT_AUDIO_MS, "MILLISECONDS"),
     (pricing.USAGE_OUTPUT_AUDIO_MS, "MILLISECONDS"),
     (pricing.USAGE_INPUT_CHARACTERS, "CHARACTERS"),

@@ -1,7 +1,7 @@
 """Langfuse-native tracing for Pipecat voice agents.
 
 One conversation becomes one Langfuse trace, one tree: a span per turn, with a generation per unit
-of STT, LLM and TTS work under it: its model, start and end, text, TTFB, integer ``usage_details``
+of STT, LLM, TTS or speech-to-speech work under it: its model, start and end, text, TTFB, integer ``usage_details``
 and ``cost_details`` in USD, and where its price came from. Tool calls are ``tool`` observations,
 and service errors mark the observation they hit. Costs are computed locally from a price table,
 so STT and TTS are priced too. With Pipecat's tracing on (``enable_tracing=True``) and the tracer
@@ -51,7 +51,8 @@ Pipecat's metrics. ``examples/quickstart.py`` in the repository is a complete bo
 Public API (``__all__``):
 
 * :class:`VoiceTracer`: traces one conversation. ``attach(worker)`` follows a worker (give it
-  ``enable_tracing=tracer.enabled`` and ``conversation_id``); ``conversation()`` wraps the run; ``summary()`` tells
+  ``enable_tracing=tracer.enabled`` and ``conversation_id``; ``flow_manager=`` names the Pipecat
+  Flows node of each turn); ``conversation()`` wraps the run; ``summary()`` tells
   what the call did and cost; ``client`` is the Langfuse client (None when tracing is off).
   ``VoiceTracer(settings, runner_args=runner_args)`` takes the session id from the call (phone
   call id, WebRTC peer); ``prompt=`` links LLM generations to a Langfuse prompt; ``mask=`` redacts

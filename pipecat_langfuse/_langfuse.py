@@ -74,8 +74,11 @@ PIPECAT_SCOPES = frozenset({"pipecat", "pipecat.turn"})
 """OpenTelemetry instrumentation scopes of Pipecat's built-in tracing."""
 PIPECAT_TURN_SCOPE = "pipecat.turn"
 """Scope of Pipecat's ``conversation`` and ``turn`` spans."""
-FOLDED_PIPECAT_SPANS = frozenset({"stt", "tts"})
-"""Pipecat's service spans that a merged conversation does not export: its generations say it all."""
+FOLDED_PIPECAT_SPANS = frozenset({"stt", "tts", "llm_response"})
+"""Pipecat's service spans that a merged conversation does not export: its generations say it all.
+
+``llm_response`` is a speech-to-speech (realtime) model's response, which is a ``speech-to-speech`` generation.
+"""
 
 
 def is_pipecat_scope(scope: str | None) -> bool:
@@ -88,8 +91,10 @@ _open_conversations: dict[str, set[int]] = {}
 _open_conversations_lock = threading.Lock()
 _content_restricted: set[int] = set()
 """Trace ids of the open conversations whose content is not captured as is (see :func:`conversation_open`)."""
-PIPECAT_SERVICE_SPANS = frozenset({"stt", "llm", "tts"})
-"""Pipecat's service spans, which carry content (transcripts, messages, text spoken)."""
+PIPECAT_SERVICE_SPANS = frozenset(
+    {"stt", "llm", "tts", "llm_setup", "llm_request", "llm_response", "llm_tool_call", "llm_tool_result"}
+)
+"""Pipecat's service spans, which carry content (transcripts, messages, text spoken, instructions)."""
 
 
 def export_filter(public_key: str | None) -> Callable[[ReadableSpan], bool]:
@@ -223,9 +228,21 @@ class PipecatSpans:
         """Pipecat's span of turn ``number``, or None if Pipecat has not started it."""
         return self._claim(lambda held: held.span.name == "turn" and held.attribute("turn.number") == number)
 
-    def claim_llm(self, turn_span_id: int) -> _HeldSpan | None:
-        """Pipecat's first unclaimed ``llm`` span under the turn ``turn_span_id``, or None."""
-        return self._claim(lambda held: held.span.name == "llm" and held.parent_id == turn_span_id)
+    def claim_llm(self, turn_span_id: int, model: str | None = None) -> _HeldSpan | None:
+        """Pipecat's first unclaimed ``llm`` span under the turn ``turn_span_id``, or None.
+
+        With ``model``, a span that requested that model is taken first, so the calls of two LLMs
+        in one turn (a ``ParallelPipeline``) are not swapped.
+        """
+
+        def under_turn(held: _HeldSpan) -> bool:
+            return held.span.name == "llm" and held.parent_id == turn_span_id
+
+        if model:
+            held = self._claim(lambda h: under_turn(h) and h.attribute("gen_ai.request.model") == model)
+            if held is not None:
+                return held
+        return self._claim(under_turn)
 
     def _claim(self, matches: Callable[[_HeldSpan], bool]) -> _HeldSpan | None:
         with self._lock:
@@ -778,7 +795,8 @@ class ObservationWriter:
             parent_context = self._parent(parent)
             held = None
             if adopt_llm_span and self._pipecat_spans is not None and parent_context is not None:
-                held = self._pipecat_spans.claim_llm(parent_context.span_id)
+                model = fields.get("model")
+                held = self._pipecat_spans.claim_llm(parent_context.span_id, model if isinstance(model, str) else None)
             if held is not None and completion_start_ns is not None and held.span.start_time is not None:
                 completion_start_ns += held.span.start_time - start_ns  # the same TTFB after Pipecat's start
             if completion_start_ns is not None:

@@ -13,6 +13,14 @@ speaks stays in that turn and the call's total is exactly what was reported. An 
 that ends without a usage report (cut by a barge-in) is estimated (:mod:`._estimate`) and
 flagged ``usage_estimated``. Each generation's metadata says where its price came from.
 
+A speech-to-speech (realtime) LLM service, one that says so in its metadata frame, speaks or
+reports audio tokens, gets a ``speech-to-speech`` generation per response: its transcript of the
+caller in, its own transcript out, its usage split by :func:`._usage.s2s_usage_details`, and
+for a model billed by the minute, its share of the session. Every generation names the processor
+that did the work, so several services of one kind (a ``ParallelPipeline``, a fallback) stay
+apart; with Pipecat Flows followed (:meth:`VoiceObserver.follow_flow`), turns and LLM calls name
+their node.
+
 Function calls become ``tool`` observations under their turn. An ``ErrorFrame`` marks the failing
 service's generation (else the turn) level ERROR; an errored observation is exported once it is
 known whether its service worked again (``recovered``), or at the end of the call.
@@ -37,9 +45,8 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from langfuse.model import PromptClient
 from loguru import logger
@@ -60,6 +67,7 @@ from pipecat.frames.frames import (
     LLMContextFrame,
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
+    LLMServiceMetadataFrame,
     LLMTextFrame,
     MetricsFrame,
     StartFrame,
@@ -94,14 +102,33 @@ from pipecat_langfuse import pricing
 from pipecat_langfuse._audio import CallRecorder, wav_media
 from pipecat_langfuse._estimate import counter_for
 from pipecat_langfuse._failures import FailureLog
-from pipecat_langfuse._langfuse import ObservationWriter, TurnSpan
+from pipecat_langfuse._langfuse import ObservationWriter
+from pipecat_langfuse._turns import (
+    KIND_ORDER,
+    OUTPUT_FATE,
+    ServiceError,
+    ServiceKind,
+    ToolCall,
+    Turn,
+    Unit,
+    endpointing_cause,
+    heard_text,
+    join_text,
+    output_fate,
+    turn_scores,
+    visible_chars,
+)
+from pipecat_langfuse._usage import AUDIO_USAGE_FIELDS, add_usage, llm_usage_details, s2s_scheme, s2s_usage_details
 from pipecat_langfuse.pricing import ModelPrice, PriceTable
 from pipecat_langfuse.summary import ConversationSummary, ModelUsage, TurnSummary
 
-ServiceKind = Literal["stt", "llm", "tts"]
-
-GENERATION_NAMES: dict[ServiceKind, str] = {"stt": "speech-to-text", "llm": "llm-completion", "tts": "text-to-speech"}
-"""Names of the generations, distinct from Pipecat's own ``stt``/``llm``/``tts`` spans."""
+GENERATION_NAMES: dict[ServiceKind, str] = {
+    "stt": "speech-to-text",
+    "llm": "llm-completion",
+    "tts": "text-to-speech",
+    "s2s": "speech-to-speech",
+}
+"""Names of the generations, distinct from Pipecat's own ``stt``/``llm``/``tts``/``llm_response`` spans."""
 
 USAGE_ESTIMATED = "usage_estimated"
 """Metadata flag of a generation whose usage was counted by the tracer, not reported by the provider."""
@@ -136,8 +163,6 @@ would take a generation's usage over ``MAX_COUNT`` (the SDK would send it as a s
 counts are kept exactly, as ints.
 """
 
-_KIND_ORDER: tuple[ServiceKind, ...] = ("stt", "llm", "tts")
-
 _SERVICE_KINDS: tuple[tuple[type[FrameProcessor], ServiceKind], ...] = (
     (STTService, "stt"),
     (LLMService, "llm"),
@@ -152,109 +177,6 @@ _Handler = Callable[[FramePushed, Any], None]
 def _entry(frame_type: type[_F], handler: Callable[[FramePushed, _F], None]) -> tuple[type[Frame], _Handler]:
     """One row of the dispatch table; the type checker ties the handler's frame type to ``frame_type``."""
     return frame_type, handler
-
-
-@dataclass(slots=True)
-class _Error:
-    """An ``ErrorFrame`` and whether its service worked again later in the call."""
-
-    processor: str
-    message: str
-    fatal: bool
-    category: str | None
-    at_ns: int
-    recovered: bool = False
-
-    def as_metadata(self) -> dict[str, Any]:
-        """What generation and turn metadata say of the error (``processor`` is added on turns)."""
-        described: dict[str, Any] = {"message": self.message, "fatal": self.fatal, "recovered": self.recovered}
-        if self.category is not None:
-            described["category"] = self.category
-        return described
-
-
-@dataclass(slots=True)
-class _Tool:
-    """One function call: from ``FunctionCallInProgressFrame`` to its result or cancel."""
-
-    call_id: str
-    name: str
-    arguments: Any
-    processor: str
-    turn: _Turn
-    start_ns: int
-
-
-@dataclass(slots=True)
-class _Turn:
-    number: int
-    start_ns: int
-    end_ns: int | None = None
-    user_text: list[str] = field(default_factory=list)
-    bot_text: list[str] = field(default_factory=list)
-    bot_spoke: bool = False
-    interrupted: bool = False
-    user_started_ns: int | None = None
-    user_stopped_ns: int | None = None
-    latency_s: float | None = None
-    audio_mark_s: float = 0.0
-    """Input audio (s) the observer had seen when the turn started."""
-    bot_stopped_ns: int | None = None
-    """When the bot last stopped speaking in this turn."""
-    speech_end_ns: int | None = None
-    """When the user stopped speaking, by the VAD (its stop time less its ``stop_secs``)."""
-    endpointing_cause: str | None = None
-    """What ended the user's turn (see :data:`ENDPOINTING_CAUSES`)."""
-    ttfb_s: dict[str, float] = field(default_factory=dict)
-    """Each service kind's first TTFB in the turn."""
-    spoken: list[tuple[str, float, int | None]] = field(default_factory=list)
-    """The text the TTS spoke in this turn: (text, the turn's TTS audio seconds by then, its PTS)."""
-    tts_audio_s: float = 0.0
-    """Seconds of TTS audio generated in this turn."""
-    played_s: float = 0.0
-    """Seconds the bot spent speaking in this turn (its speaking intervals)."""
-    bot_started_ns: int | None = None
-    llm_chars: int = 0
-    """Non-space characters the turn's LLM calls generated so far."""
-    heard_text: str | None = None
-    """What the caller heard of the bot in this turn, once it ended (None: no TTS text)."""
-    span: TurnSpan | None = None
-    errors: list[_Error] = field(default_factory=list)
-    pending_end: dict[str, Any] | None = None
-    """The turn span's end, held while an error of the turn may still recover."""
-
-
-@dataclass(slots=True)
-class _Unit:
-    kind: ServiceKind
-    processor: str
-    model: str | None
-    turn: _Turn
-    start_ns: int
-    last_ns: int
-    end_ns: int = 0
-    context_id: str | None = None
-    ttfb_s: float | None = None
-    processing_s: float | None = None
-    input: Any = None
-    text: list[str] = field(default_factory=list)
-    audio_seconds: float = 0.0
-    audio_ms: int = 0
-    output_audio_s: float = 0.0
-    characters: int = 0
-    requests: int = 0
-    llm_usage: LLMTokenUsage | None = None
-    source: FrameProcessor | None = None
-    response_model: str | None = None
-    last_text_ns: int | None = None
-    cut: bool = False
-    """An interruption came while the LLM was still streaming: the provider never finished its report."""
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    tools: tuple[str, ...] = ()
-    """Names of the tools the LLM was offered."""
-    text_offset: int = 0
-    """Non-space characters the turn's earlier LLM calls generated before this one."""
-    errors: list[_Error] = field(default_factory=list)
 
 
 class VoiceObserver(BaseObserver):
@@ -301,12 +223,13 @@ class VoiceObserver(BaseObserver):
             _entry(BotStoppedSpeakingFrame, self._on_bot_stopped),
             _entry(TranscriptionFrame, self._on_transcription),
             _entry(LLMContextFrame, self._on_llm_context),
+            _entry(LLMServiceMetadataFrame, self._on_llm_metadata),
             _entry(LLMFullResponseStartFrame, self._on_llm_start),
             _entry(LLMTextFrame, self._on_unit_text),
             _entry(LLMFullResponseEndFrame, self._on_unit_end),
             _entry(TTSStartedFrame, self._on_tts_start),
             _entry(TTSTextFrame, self._on_unit_text),
-            _entry(TTSStoppedFrame, self._on_unit_end),
+            _entry(TTSStoppedFrame, self._on_tts_stopped),
             _entry(InterruptionFrame, self._on_interruption),
             _entry(FunctionCallsStartedFrame, self._on_function_calls_started),
             _entry(FunctionCallInProgressFrame, self._on_function_call_started),
@@ -321,28 +244,37 @@ class VoiceObserver(BaseObserver):
         self._kinds: dict[int, ServiceKind | None] = {}
         self._offset_ns: int | None = None
         self._last_ns = 0
-        self._turns: list[_Turn] = []
-        self._open: dict[str, _Unit] = {}
-        self._settling: deque[_Unit] = deque()
+        self._turns: list[Turn] = []
+        self._open: dict[str, Unit] = {}
+        self._settling: deque[Unit] = deque()
         self._pending_llm_input: list[Any] | None = None
         self._pending_llm_tools: tuple[str, ...] = ()
         self._bot_speaking = False
         self._usage: dict[tuple[ServiceKind, str], ModelUsage] = {}
         self._input_audio_s = 0.0
-        self._stt_units: dict[tuple[str, int], _Unit] = {}
+        self._stt_units: dict[tuple[str, int], Unit] = {}
         self._stt_positions: dict[str, float] = {}
         self._stt_reported_s: dict[str, float] = {}
         self._segmented: dict[str, bool] = {}
         self._estimate_warned = False
-        self._tools: dict[str, _Tool] = {}
-        self.errors: list[_Error] = []
-        self._unrecovered: dict[str, list[_Error]] = {}
-        self._held: list[_Unit] = []
+        self._tools: dict[str, ToolCall] = {}
+        self.errors: list[ServiceError] = []
+        self._unrecovered: dict[str, list[ServiceError]] = {}
+        self._held: list[Unit] = []
         self._missing_warned: set[str] = set()
         self._unpriced_warned: set[str] = set()
         self._finished = False
         self._aggregators: set[int] = set()
-        self._awaiting_turn_end: list[_Unit] = []
+        self._awaiting_turn_end: list[Unit] = []
+        self._speech_services: set[str] = set()
+        self._unsplit_warned: set[str] = set()
+        self._llm_input_taken: set[str] = set()
+        self._session_marks: dict[str, int] = {}
+        self._current_node: Callable[[], object] | None = None
+
+    def follow_flow(self, current_node: Callable[[], object]) -> None:
+        """Read the Pipecat Flows node with ``current_node()`` for each turn and LLM call."""
+        self._current_node = current_node
 
     # -- Pipecat hooks -----------------------------------------------------------------
 
@@ -412,7 +344,7 @@ class VoiceObserver(BaseObserver):
             )
             for t in self._turns
         )
-        models = sorted(self._usage.values(), key=lambda m: _KIND_ORDER.index(cast(ServiceKind, m.kind)))
+        models = sorted(self._usage.values(), key=lambda m: KIND_ORDER.index(cast(ServiceKind, m.kind)))
         return ConversationSummary(
             conversation_id=conversation_id,
             trace_id=trace_id,
@@ -502,7 +434,12 @@ class VoiceObserver(BaseObserver):
             turn.bot_started_ns = None
 
     def _on_transcription(self, data: FramePushed, frame: TranscriptionFrame) -> None:
-        if self._kind(data.source) != "stt":
+        kind = self._kind(data.source)
+        if kind == "llm":  # a speech-to-speech model transcribes what it heard
+            self._speech_services.add(data.source.name)
+            self._current_turn(data.timestamp).user_text.append(frame.text)
+            return
+        if kind != "stt":
             return
         unit = self._stt_unit(data.source, self._current_turn(data.timestamp), data.timestamp)
         unit.text.append(frame.text)
@@ -518,32 +455,67 @@ class VoiceObserver(BaseObserver):
             self.recorder.caller(frame.audio, frame.sample_rate, frame.num_channels, data.timestamp, turn)
 
     def _on_tts_audio(self, data: FramePushed, frame: TTSAudioRawFrame) -> None:
-        if self._kind(data.source) == "tts":
-            unit = self._unit(data, "tts", late=True)
-            seconds = _audio_seconds(frame)
+        kind = self._kind(data.source)
+        if kind == "tts":
+            unit: Unit | None = self._unit(data, "tts", late=True)
+        elif kind == "llm":  # a speech-to-speech model speaks its reply itself
+            self._speech_services.add(data.source.name)
+            unit = self._open.get(data.source.name) or self._settled_unit(data.source.name, data.timestamp)
+        else:
+            return
+        turn = unit.turn if unit is not None else self._current_turn(data.timestamp)
+        seconds = _audio_seconds(frame)
+        if unit is not None:
             unit.output_audio_s += seconds
-            unit.turn.tts_audio_s += seconds
-            if self.recorder is not None:
-                self.recorder.bot(frame.audio, frame.sample_rate, frame.num_channels, data.timestamp, unit.turn.number)
+            if unit.first_audio_ns is None:
+                unit.first_audio_ns = data.timestamp
+        turn.tts_audio_s += seconds
+        if self.recorder is not None:
+            self.recorder.bot(frame.audio, frame.sample_rate, frame.num_channels, data.timestamp, turn.number)
+
+    def _settled_unit(self, processor: str, now_ns: int) -> Unit | None:
+        """The unit of ``processor`` that closed less than :data:`SETTLE_NS` ago, if any."""
+        return next(
+            (u for u in reversed(self._settling) if u.processor == processor and now_ns - u.end_ns < SETTLE_NS),
+            None,
+        )
 
     def _on_llm_context(self, data: FramePushed, frame: LLMContextFrame) -> None:
         # Only the first push is observed, and processors may sit between the aggregator and the
         # LLM, so the latest context is kept for the next LLM unit whatever its destination.
         self._pending_llm_input = list(frame.context.get_messages())
+        self._llm_input_taken.clear()
         self._pending_llm_tools = _tool_names(frame.context)
+
+    def _on_llm_metadata(self, data: FramePushed, frame: LLMServiceMetadataFrame) -> None:
+        if frame.is_realtime_service and self._kind(data.source) == "llm":
+            self._speech_services.add(data.source.name)
 
     def _on_llm_start(self, data: FramePushed, frame: LLMFullResponseStartFrame) -> None:
         self._start_unit(data, context_id=None)
 
     def _on_tts_start(self, data: FramePushed, frame: TTSStartedFrame) -> None:
-        self._start_unit(data, context_id=frame.context_id)
+        if self._kind(data.source) == "tts":
+            self._start_unit(data, context_id=frame.context_id)
+        elif self._kind(data.source) == "llm":  # a speech-to-speech reply's audio: part of the open response
+            self._speech_services.add(data.source.name)
+            self._unit(data, "llm")
+
+    def _on_tts_stopped(self, data: FramePushed, frame: TTSStoppedFrame) -> None:
+        kind = self._kind(data.source)
+        unit = self._open.get(data.source.name)
+        # A speech-to-speech reply ends when its audio does (Gemini Live sends nothing else when cut off).
+        if kind == "tts" or (kind == "llm" and unit is not None and unit.first_audio_ns is not None):
+            self._on_unit_end(data, frame)
 
     def _start_unit(self, data: FramePushed, context_id: str | None) -> None:
         kind = self._kind(data.source)
         if kind is None or kind == "stt":
             return
         unit = self._open.get(data.source.name)
-        if unit is not None and (kind == "llm" or unit.context_id not in (None, context_id)):
+        # A speech-to-speech reply may start with its audio (Gemini Live's TTSStartedFrame): that is this response.
+        started = kind == "llm" and unit is not None and (unit.text or unit.llm_usage is not None or unit.tool_calls)
+        if unit is not None and (started or (kind == "tts" and unit.context_id not in (None, context_id))):
             self._close(unit, data.timestamp)  # the previous unit never saw its end frame
             unit = None
         if unit is None:
@@ -558,6 +530,8 @@ class VoiceObserver(BaseObserver):
                 self._close(unit, data.timestamp)  # audio already synthesized for this reply is what was billed
             elif unit.kind == "llm":
                 unit.cut = True  # its stream is being cancelled; its end frame follows
+                if unit.processor in self._speech_services:
+                    self._close(unit, data.timestamp)  # a spoken reply ends at the cut; its report may follow
 
     def _on_function_calls_started(self, data: FramePushed, frame: FunctionCallsStartedFrame) -> None:
         if _is_upstream_copy(data) or self._kind(data.source) != "llm":
@@ -575,7 +549,7 @@ class VoiceObserver(BaseObserver):
     def _on_function_call_started(self, data: FramePushed, frame: FunctionCallInProgressFrame) -> None:
         if _is_upstream_copy(data) or frame.tool_call_id in self._tools:
             return
-        self._tools[frame.tool_call_id] = _Tool(
+        self._tools[frame.tool_call_id] = ToolCall(
             call_id=frame.tool_call_id,
             name=frame.function_name,
             arguments=frame.arguments,
@@ -587,7 +561,7 @@ class VoiceObserver(BaseObserver):
     def _on_function_call_result(self, data: FramePushed, frame: FunctionCallResultFrame) -> None:
         if _is_upstream_copy(data) or (frame.properties is not None and not frame.properties.is_final):
             return  # an intermediate update of an async call: its final result ends it
-        tool = self._tools.pop(frame.tool_call_id, None) or _Tool(
+        tool = self._tools.pop(frame.tool_call_id, None) or ToolCall(
             call_id=frame.tool_call_id,
             name=frame.function_name,
             arguments=frame.arguments,
@@ -606,14 +580,14 @@ class VoiceObserver(BaseObserver):
         """Mark the failing service's unit (else the turn) and wait to learn whether it recovers."""
         processor = frame.processor if isinstance(frame.processor, FrameProcessor) else data.source
         category = frame.category.value if frame.category is not None else None
-        error = _Error(processor.name, str(frame.error), bool(frame.fatal), category, at_ns=data.timestamp)
+        error = ServiceError(processor.name, str(frame.error), bool(frame.fatal), category, at_ns=data.timestamp)
         self.errors.append(error)
         self._unrecovered.setdefault(error.processor, []).append(error)
         if category == "application" and any(t.processor == processor.name for t in self._tools.values()):
             return  # a tool handler raised: its tool observation says so, with the error its result carries
         kind = self._kind(processor)
         turn = self._current_turn(data.timestamp)
-        unit: _Unit | None = None
+        unit: Unit | None = None
         if kind == "stt":
             unit = self._stt_units.get((processor.name, turn.number))
         elif kind is not None:
@@ -645,6 +619,10 @@ class VoiceObserver(BaseObserver):
     def _on_unit_text(self, data: FramePushed, frame: TextFrame) -> None:
         kind = self._kind(data.source)
         if kind is None or kind == "stt":
+            return
+        if kind == "llm" and isinstance(frame, TTSTextFrame):  # a speech-to-speech model's words, as spoken
+            turn = self._current_turn(data.timestamp)
+            turn.spoken.append((frame.text, turn.tts_audio_s, frame.pts))
             return
         unit = self._unit(data, kind)
         unit.text.append(frame.text)
@@ -695,7 +673,7 @@ class VoiceObserver(BaseObserver):
                 _ignore(item)
                 return
             unit = self._unit(data, kind, item.model, late=True)
-            usage = item.value if unit.llm_usage is None else _add_usage(unit.llm_usage, item.value)
+            usage = item.value if unit.llm_usage is None else add_usage(unit.llm_usage, item.value)
             if max(llm_usage_details(usage).values()) > MAX_COUNT:
                 _ignore(item)
             else:
@@ -724,7 +702,7 @@ class VoiceObserver(BaseObserver):
                 if self._unrecovered:
                     self._worked(data.source.name)
 
-    def _metric_unit(self, data: FramePushed, kind: ServiceKind, model: str | None) -> _Unit:
+    def _metric_unit(self, data: FramePushed, kind: ServiceKind, model: str | None) -> Unit:
         """The unit a TTFB or processing metric belongs to: the turn's STT unit, or the (just) open unit."""
         if kind == "stt":
             unit = self._stt_unit(data.source, self._current_turn(data.timestamp), data.timestamp)
@@ -735,12 +713,12 @@ class VoiceObserver(BaseObserver):
 
     # -- STT: one unit per service and turn ----------------------------------------------
 
-    def _stt_unit(self, source: FrameProcessor, turn: _Turn, now_ns: int) -> _Unit:
+    def _stt_unit(self, source: FrameProcessor, turn: Turn, now_ns: int) -> Unit:
         key = (source.name, turn.number)
         unit = self._stt_units.get(key)
         if unit is None:
             start_ns = turn.user_started_ns if turn.user_started_ns is not None else now_ns
-            unit = _Unit(
+            unit = Unit(
                 kind="stt",
                 processor=source.name,
                 model=_settings_model(source),
@@ -767,7 +745,7 @@ class VoiceObserver(BaseObserver):
         since_s = self._stt_positions.get(name, 0.0)
         self._stt_positions[name] = now_s
         current = self._current_turn(data.timestamp)
-        shares: list[tuple[_Turn, float]] = []
+        shares: list[tuple[Turn, float]] = []
         if now_s > since_s and not self._is_segmented(source):
             end_s = now_s
             for turn in reversed(self._turns):
@@ -821,7 +799,7 @@ class VoiceObserver(BaseObserver):
             unit.end_ns = max(turn.end_ns if turn.end_ns is not None else unit.last_ns, unit.start_ns)
         self._export_unit(unit)
 
-    def _unit(self, data: FramePushed, kind: ServiceKind, model: str | None = None, *, late: bool = False) -> _Unit:
+    def _unit(self, data: FramePushed, kind: ServiceKind, model: str | None = None, *, late: bool = False) -> Unit:
         """The unit this activity of ``data.source`` belongs to: the open one, else a new one.
 
         With ``late`` (metrics), a unit that closed less than :data:`SETTLE_NS` ago is also taken.
@@ -837,35 +815,41 @@ class VoiceObserver(BaseObserver):
             unit.model = model
         return unit
 
-    def _open_unit(self, data: FramePushed, kind: ServiceKind) -> _Unit:
-        unit = _Unit(
+    def _open_unit(self, data: FramePushed, kind: ServiceKind) -> Unit:
+        unit = Unit(
             kind=kind,
             processor=data.source.name,
             model=_settings_model(data.source),
             turn=self._current_turn(data.timestamp),
             start_ns=data.timestamp,
             last_ns=data.timestamp,
-            input=self._take_llm_input(data.source) if kind == "llm" else None,
+            input=self._llm_input(data.source) if kind == "llm" else None,
             tools=self._pending_llm_tools if kind == "llm" else (),
             source=data.source,
+            flow_node=self._flow_node() if kind == "llm" else None,
         )
         self._open[unit.processor] = unit
         return unit
 
-    def _take_llm_input(self, source: FrameProcessor) -> list[Any] | None:
-        """The prompt of the next LLM call: its context, after the service's system instruction if any."""
-        messages, self._pending_llm_input = self._pending_llm_input, None
+    def _llm_input(self, source: FrameProcessor) -> list[Any] | None:
+        """The prompt of an LLM call: the latest context, after the service's system instruction if any.
+
+        Each LLM it reaches (two in a ``ParallelPipeline``) gets it once; a call with no new
+        context has no input.
+        """
+        messages = self._pending_llm_input if source.name not in self._llm_input_taken else None
+        self._llm_input_taken.add(source.name)
         instruction = getattr(source.settings, "system_instruction", None) if isinstance(source, LLMService) else None
         if isinstance(instruction, str) and instruction:
             return [{"role": "system", "content": instruction}, *(messages or [])]
         return messages
 
-    def _close(self, unit: _Unit, end_ns: int) -> None:
+    def _close(self, unit: Unit, end_ns: int) -> None:
         self._open.pop(unit.processor, None)
         unit.end_ns = max(end_ns, unit.start_ns)
         if unit.kind == "llm":
             unit.text_offset = unit.turn.llm_chars
-            unit.turn.llm_chars += _visible_chars(_join_text(unit))
+            unit.turn.llm_chars += visible_chars(join_text(unit))
             if unit.source is not None:
                 unit.response_model = _response_model(unit.source)
         self._settling.append(unit)
@@ -879,27 +863,31 @@ class VoiceObserver(BaseObserver):
             else:
                 self._export_unit(unit)
 
-    def _export_unit(self, unit: _Unit) -> None:
+    def _export_unit(self, unit: Unit) -> None:
         if unit.kind == "llm" and unit.turn.end_ns is None:
             self._awaiting_turn_end.append(unit)  # its fate (spoken, cut off…) is known when its turn ends
             return
+        kind: ServiceKind = "s2s" if unit.kind == "llm" and self._is_speech(unit) else unit.kind
         service = type(unit.source).__name__ if unit.source is not None else None
         names = [name for name in (unit.model, unit.response_model) if name] or [_service_name(unit)]
-        price = next(
-            (p for name in names if (p := self._prices.find(name, unit.kind, service=service)) is not None), None
-        )
+        price = next((p for name in names if (p := self._prices.find(name, kind, service=service)) is not None), None)
         model = names[0]
         metadata: dict[str, Any] = {"processor": unit.processor, "turn": unit.turn.number}
-        usage = self._billed_usage(unit, model, price, metadata)
+        if unit.flow_node is not None:
+            metadata["flow_node"] = unit.flow_node
+        if kind == "s2s":
+            usage = self._speech_usage(unit, model, price, metadata)
+        else:
+            usage = self._billed_usage(unit, model, price, metadata)
         cost = price.cost(usage) if price is not None and usage else None
-        if price is None and unit.kind != "llm" and usage and model not in self._unpriced_warned:
+        if price is None and kind in ("stt", "tts") and usage and model not in self._unpriced_warned:
             self._unpriced_warned.add(model)
             logger.warning(
-                f"No price for {unit.kind.upper()} model '{model}': its usage is recorded without cost. "
+                f"No price for {kind.upper()} model '{model}': its usage is recorded without cost. "
                 "Add it to your PRICING_FILE (see README, Pricing)."
             )
-        key = (unit.kind, model)
-        totals = self._usage.get(key) or ModelUsage(kind=unit.kind, model=model)
+        key = (kind, model)
+        totals = self._usage.get(key) or ModelUsage(kind=kind, model=model)
         self._usage[key] = totals.add(usage, cost, estimated=bool(metadata.get(USAGE_ESTIMATED)))
         if self._writer is None:
             return
@@ -909,8 +897,10 @@ class VoiceObserver(BaseObserver):
         if price is not None:
             metadata["price_entry"] = price.name
             metadata["price_date"] = price.date
-        if unit.ttfb_s is not None and unit.kind != "llm":
+        if unit.ttfb_s is not None and kind != "llm":  # from the end of speech, for a speech-to-speech reply
             metadata["ttfb_s"] = round(unit.ttfb_s, 4)
+        if kind == "s2s":
+            metadata["output_audio_s"] = round(unit.output_audio_s, 6)
         if unit.processing_s is not None:
             metadata["processing_s"] = round(unit.processing_s, 4)
         if unit.kind == "stt":
@@ -925,7 +915,7 @@ class VoiceObserver(BaseObserver):
             metadata["system_prompt_sha256"] = prompt_hash
             if self.system_prompt_sha256 is None:
                 self.system_prompt_sha256 = prompt_hash
-        text = _join_text(unit)
+        text = join_text(unit)
         level, status_message = None, None
         if unit.errors:
             first = unit.errors[0]
@@ -934,14 +924,20 @@ class VoiceObserver(BaseObserver):
         output: Any = text if unit.kind != "tts" and (text or not unit.errors) else None
         if unit.tool_calls:
             output = {"role": "assistant", "content": text or None, "tool_calls": unit.tool_calls}
+        if kind == "s2s":  # it heard the caller: the input is what it transcribed of the turn
+            generation_input: Any = " ".join(unit.turn.user_text) or None
+        else:
+            generation_input = unit.input if unit.kind == "llm" else (text if unit.kind == "tts" else None)
         self._writer.generation(
             parent=unit.turn.span,
-            name=GENERATION_NAMES[unit.kind],
+            name=GENERATION_NAMES[kind],
             start_ns=self._epoch(unit.start_ns),
             end_ns=self._epoch(unit.end_ns),
             completion_start_ns=(
-                self._epoch(unit.start_ns) + int(unit.ttfb_s * 1e9)
-                if unit.kind == "llm"
+                self._epoch(max(unit.first_audio_ns, unit.start_ns))  # a reply in speech starts with its audio
+                if kind == "s2s" and unit.first_audio_ns is not None
+                else self._epoch(unit.start_ns) + int(unit.ttfb_s * 1e9)
+                if kind == "llm"
                 and unit.ttfb_s is not None
                 and unit.text
                 # a first token after the end is not one (Pipecat stops a failed request's TTFB late)
@@ -950,7 +946,7 @@ class VoiceObserver(BaseObserver):
             ),
             model=model,
             model_parameters=_model_parameters(unit.source) or None,
-            input=unit.input if unit.kind == "llm" else (text if unit.kind == "tts" else None),
+            input=generation_input,
             output=output,
             usage_details=usage or None,
             cost_details=cost if self._client_costing else None,
@@ -958,13 +954,13 @@ class VoiceObserver(BaseObserver):
             level=level,
             status_message=status_message,
             prompt=self._prompt if unit.kind == "llm" else None,
-            adopt_llm_span=unit.kind == "llm",
+            adopt_llm_span=kind == "llm",
             scores={OUTPUT_FATE: metadata[OUTPUT_FATE]} if unit.kind == "llm" else None,
         )
 
     def _export_tool(
         self,
-        tool: _Tool,
+        tool: ToolCall,
         end_ns: int,
         *,
         result: Any,
@@ -997,8 +993,57 @@ class VoiceObserver(BaseObserver):
             status_message=status_message,
         )
 
+    def _is_speech(self, unit: Unit) -> bool:
+        """Whether an LLM unit is a speech-to-speech model's: realtime service, audio out, or audio tokens."""
+        usage = unit.llm_usage
+        return (
+            unit.processor in self._speech_services
+            or unit.output_audio_s > 0
+            or (usage is not None and any(getattr(usage, name, None) is not None for name in AUDIO_USAGE_FIELDS))
+        )
+
+    def _speech_usage(
+        self, unit: Unit, model: str, price: ModelPrice | None, metadata: dict[str, Any]
+    ) -> dict[str, int]:
+        """A speech-to-speech response's usage: disjoint text and audio buckets, and its share of a timed session."""
+        reported = unit.llm_usage
+        usage = s2s_usage_details(reported, s2s_scheme(model, price)) if reported is not None else {}
+        if reported is not None and reported.reasoning_tokens:
+            metadata["reasoning_tokens"] = reported.reasoning_tokens  # inside the text output tokens
+        if reported is not None and all(getattr(reported, name, None) is None for name in AUDIO_USAGE_FIELDS):
+            # The service reports text and speech together (Nova Sonic): all of it counts as text.
+            metadata[USAGE_ESTIMATED] = True
+            metadata[USAGE_ESTIMATE_METHOD] = "audio and text not split by the service: all counted as text"
+            if unit.processor not in self._unsplit_warned:
+                self._unsplit_warned.add(unit.processor)
+                logger.warning(
+                    f"{unit.processor} reports its speech and text tokens together, so they are recorded as text "
+                    f"tokens and priced at text rates (flagged '{USAGE_ESTIMATED}'): speech costs more."
+                )
+        if price is not None and pricing.USAGE_SESSION_MS in price.unit_prices:
+            usage[pricing.USAGE_SESSION_MS] = self._session_share_ms(unit)
+        elif not usage and (unit.text or unit.output_audio_s) and not unit.errors:
+            self._flag_missing_usage(unit, metadata)
+        return usage
+
+    def _session_share_ms(self, unit: Unit) -> int:
+        """Milliseconds of a timed session billed to this response: since the last share, to its turn's end.
+
+        The first share starts with the call and the last runs to its end; the shares are rounded
+        on their running total, so they add up to the session.
+        """
+        origin = self._turns[0].start_ns
+        since = self._session_marks.get(unit.processor, origin)
+        if self._finished and unit.turn is self._turns[-1]:
+            until = self._last_ns  # the session lasts until the call ends, not only its last turn
+        else:
+            until = unit.turn.end_ns if unit.turn.end_ns is not None else unit.end_ns
+        until = max(since, until)
+        self._session_marks[unit.processor] = until
+        return round((until - origin) / 1e6) - round((since - origin) / 1e6)
+
     def _billed_usage(
-        self, unit: _Unit, model: str, price: ModelPrice | None, metadata: dict[str, Any]
+        self, unit: Unit, model: str, price: ModelPrice | None, metadata: dict[str, Any]
     ) -> dict[str, int]:
         """The usage the provider bills for ``unit``: reported, else counted (and flagged in ``metadata``)."""
         usage = _usage_details(unit)
@@ -1016,7 +1061,7 @@ class VoiceObserver(BaseObserver):
             self._flag_missing_usage(unit, metadata)
         return usage
 
-    def _flag_missing_usage(self, unit: _Unit, metadata: dict[str, Any]) -> None:
+    def _flag_missing_usage(self, unit: Unit, metadata: dict[str, Any]) -> None:
         """Work was done (there is text) but its service reported no usage: say so, never a silent zero."""
         metadata[USAGE_MISSING] = True
         if unit.processor not in self._missing_warned:
@@ -1028,14 +1073,14 @@ class VoiceObserver(BaseObserver):
             )
 
     def _count_llm_output(
-        self, unit: _Unit, model: str, usage: dict[str, int], metadata: dict[str, Any]
+        self, unit: Unit, model: str, usage: dict[str, int], metadata: dict[str, Any]
     ) -> dict[str, int]:
         """A cut stream's output counted with the tokenizer, in place of the service's own guess.
 
         Its prompt (and cache) counts are the provider's, reported when the stream started.
         """
         counter = counter_for(model)
-        output = counter.count(_join_text(unit))
+        output = counter.count(join_text(unit))
         usage = dict(usage)
         usage[pricing.USAGE_TOTAL] += output - usage[pricing.USAGE_OUTPUT]
         usage[pricing.USAGE_OUTPUT] = output
@@ -1044,11 +1089,11 @@ class VoiceObserver(BaseObserver):
         metadata[USAGE_ESTIMATE_METHOD] = f"output: {counter.method}; input: reported"
         return usage
 
-    def _estimate_llm_usage(self, unit: _Unit, model: str, metadata: dict[str, Any]) -> dict[str, int]:
+    def _estimate_llm_usage(self, unit: Unit, model: str, metadata: dict[str, Any]) -> dict[str, int]:
         """Usage of an LLM call the provider never reported (a cut stream): counted, and flagged."""
         counter = counter_for(model)
         prompt = counter.chat_prompt(unit.input) if unit.input else 0  # no prompt seen: none counted
-        output = counter.count(_join_text(unit))
+        output = counter.count(join_text(unit))
         metadata[USAGE_ESTIMATED] = True
         metadata[USAGE_ESTIMATE_METHOD] = counter.method
         if not self._estimate_warned:
@@ -1062,17 +1107,33 @@ class VoiceObserver(BaseObserver):
 
     # -- Turns -------------------------------------------------------------------------------
 
-    def _current_turn(self, now_ns: int) -> _Turn:
+    def _current_turn(self, now_ns: int) -> Turn:
         return self._turns[-1] if self._turns else self._start_turn(now_ns)
 
-    def _start_turn(self, start_ns: int) -> _Turn:
-        turn = _Turn(number=len(self._turns) + 1, start_ns=start_ns, audio_mark_s=self._input_audio_s)
+    def _flow_node(self) -> str | None:
+        """The current Pipecat Flows node, when the tracer follows a flow (never raises)."""
+        if self._current_node is None:
+            return None
+        try:
+            node = self._current_node()
+        except Exception as exc:  # noqa: BLE001 - a flow manager's failure is not the call's
+            self._report_failure(exc, None)
+            return None
+        return node if isinstance(node, str) and node else None
+
+    def _start_turn(self, start_ns: int) -> Turn:
+        turn = Turn(
+            number=len(self._turns) + 1,
+            start_ns=start_ns,
+            audio_mark_s=self._input_audio_s,
+            flow_node=self._flow_node(),
+        )
         self._turns.append(turn)
         if self._writer is not None:
             turn.span = self._writer.start_turn(number=turn.number, start_ns=self._epoch(start_ns))
         return turn
 
-    def _end_turn(self, turn: _Turn, end_ns: int, *, interrupted: bool) -> None:
+    def _end_turn(self, turn: Turn, end_ns: int, *, interrupted: bool) -> None:
         if turn.end_ns is not None:
             return
         if not interrupted and turn.bot_stopped_ns is not None:
@@ -1092,6 +1153,11 @@ class VoiceObserver(BaseObserver):
         if self._writer is None:
             return
         metadata: dict[str, Any] = {"turn": turn.number, "interrupted": interrupted}
+        if turn.flow_node is not None:
+            metadata["flow_node"] = turn.flow_node
+        next_node = self._flow_node()
+        if next_node is not None and next_node != turn.flow_node:
+            metadata["flow_next_node"] = next_node
         if turn.latency_s is not None:
             metadata["voice_to_voice_latency_s"] = round(turn.latency_s, 4)
         scores = turn_scores(turn)
@@ -1118,7 +1184,7 @@ class VoiceObserver(BaseObserver):
         if all(e.recovered for e in turn.errors):
             self._end_turn_span(turn)
 
-    def _end_turn_span(self, turn: _Turn) -> None:
+    def _end_turn_span(self, turn: Turn) -> None:
         """End the turn's span (held while one of its errors may still recover)."""
         pending, turn.pending_end = turn.pending_end, None
         if pending is None or self._writer is None:
@@ -1138,108 +1204,6 @@ class VoiceObserver(BaseObserver):
 
     def _report_failure(self, exc: Exception, frame: Frame | None) -> None:
         self.failures.report(f"observing {frame}" if frame is not None else "finishing the conversation", exc)
-
-
-OUTPUT_FATE = "output_fate"
-"""Metadata of an LLM generation: what became of its output (see :func:`output_fate`)."""
-PLAYBACK_SLACK_S = 0.02
-"""Audio that counts as played though the bot's speaking time is this much shorter (one output chunk)."""
-FATE_SLACK_CHARS = 3
-"""Characters an LLM reply may lose on its way to speech (markup the TTS drops) and still count as spoken."""
-
-
-def heard_text(spoken: list[tuple[str, float, int | None]], played_s: float, cut_ns: int | None) -> str:
-    """What the caller heard of a turn's speech, given how long the bot spoke and when it was cut off.
-
-    ``spoken`` is the TTS's text in order, each with the turn's TTS audio (s) generated by the time
-    it was pushed, and its presentation time (PTS) when the TTS gives word timestamps. A word
-    with a PTS was heard if it was presented before the cut (``cut_ns``, pipeline clock). Text
-    without one is pushed after its audio: heard when that audio was played (the bot spoke for
-    ``played_s``), and for the sentence playing at the cut, its share of the words, in proportion
-    to the part of its audio played. Not cut off (``cut_ns`` None): all of it.
-    """
-    heard: list[str] = []
-    audio_before_s = 0.0
-    for text, audio_s, pts in spoken:
-        if cut_ns is None or (pts is not None and pts <= cut_ns):
-            heard.append(text)
-        elif pts is None:
-            if audio_s <= played_s + PLAYBACK_SLACK_S:
-                heard.append(text)
-            else:
-                if played_s > audio_before_s:
-                    words = text.split()
-                    share = (played_s - audio_before_s) / (audio_s - audio_before_s)
-                    heard.append(" ".join(words[: int(len(words) * share)]))
-                break
-            audio_before_s = audio_s
-    return " ".join(" ".join(heard).split())
-
-
-def output_fate(unit: _Unit) -> str:
-    """What became of an LLM call's output: ``tool_call``, ``spoken``, ``cut_off`` or ``not_spoken``.
-
-    ``tool_call``: it called tools. Otherwise its text is placed in its turn's generated text, and
-    compared with what the caller heard of the turn (:func:`heard_text`): all of it heard is
-    ``spoken``, part of it ``cut_off``, none (or no text at all) ``not_spoken``. A turn the caller
-    did not interrupt heard everything.
-    """
-    if unit.tool_calls:
-        return "tool_call"
-    length = _visible_chars(_join_text(unit))
-    if length == 0:
-        return "not_spoken"
-    turn = unit.turn
-    if not turn.interrupted or turn.heard_text is None:
-        return "spoken"
-    heard = _visible_chars(turn.heard_text)
-    if heard >= unit.text_offset + length - FATE_SLACK_CHARS:
-        return "spoken"
-    return "cut_off" if heard > unit.text_offset else "not_spoken"
-
-
-def _visible_chars(text: str) -> int:
-    return sum(not c.isspace() for c in text)
-
-
-ENDPOINTING_CAUSES: dict[str, str] = {
-    "SpeechTimeoutUserTurnStopStrategy": "silence_timeout",
-    "TurnAnalyzerUserTurnStopStrategy": "turn_model",
-    "ExternalUserTurnStopStrategy": "stt_endpoint",
-    "LLMTurnCompletionUserTurnStopStrategy": "llm_turn_completion",
-}
-"""Pipecat's user-turn stop strategies and the endpointing cause each stands for.
-
-``silence_timeout``: the user was quiet for the strategy's timeout. ``turn_model``: a turn model
-(Smart Turn) judged the turn complete. ``stt_endpoint``: the speech-to-text service said the
-utterance ended (Deepgram Flux, AssemblyAI, Speechmatics turn detection…). ``llm_turn_completion``:
-the LLM judged the turn complete. The nearest listed base class of the strategy decides; a strategy
-with none listed is its class name. The stop watchdog of a turn nobody ended is ``stop_timeout``.
-"""
-
-
-def endpointing_cause(strategy: object) -> str:
-    """The endpointing cause of a Pipecat user-turn stop strategy (see :data:`ENDPOINTING_CAUSES`)."""
-    if strategy is None:
-        return "stop_timeout"
-    names = [cls.__name__ for cls in type(strategy).__mro__]
-    return next((ENDPOINTING_CAUSES[name] for name in names if name in ENDPOINTING_CAUSES), names[0])
-
-
-def turn_scores(turn: _Turn) -> dict[str, float | bool | str]:
-    """The turn's scores (names as in the README, "Latency you can chart"), for what was measured."""
-    scores: dict[str, float | bool | str] = {}
-    if turn.latency_s is not None:
-        scores["voice_to_voice_ms"] = round(turn.latency_s * 1000, 1)
-    for kind in _KIND_ORDER:
-        if kind in turn.ttfb_s:
-            scores[f"{kind}_ttfb_ms"] = round(turn.ttfb_s[kind] * 1000, 1)
-    if turn.speech_end_ns is not None and turn.user_stopped_ns is not None:
-        scores["endpointing_delay_ms"] = round(max(0, turn.user_stopped_ns - turn.speech_end_ns) / 1e6, 1)
-    if turn.endpointing_cause is not None:
-        scores["endpointing_cause"] = turn.endpointing_cause
-    scores["interrupted"] = turn.interrupted
-    return scores
 
 
 def _model_parameters(service: FrameProcessor | None) -> dict[str, Any]:
@@ -1323,52 +1287,7 @@ def _is_upstream_copy(data: FramePushed) -> bool:
     return data.direction is FrameDirection.UPSTREAM and data.frame.broadcast_sibling_id is not None
 
 
-def _add_usage(a: LLMTokenUsage, b: LLMTokenUsage) -> LLMTokenUsage:
-    """Two reports of one call as one: every count summed, those neither report left unset.
-
-    All of Pipecat's fields, so none is lost (audio and cached-audio tokens too, whichever of them
-    the installed Pipecat has).
-    """
-    summed: dict[str, int | None] = {}
-    for name in type(a).model_fields:
-        x, y = getattr(a, name), getattr(b, name, None)
-        if isinstance(x, int | None) and isinstance(y, int | None):
-            summed[name] = None if x is None and y is None else (x or 0) + (y or 0)
-    return LLMTokenUsage.model_validate(summed)
-
-
-def llm_usage_details(usage: LLMTokenUsage) -> dict[str, int]:
-    """Langfuse usage of one LLM report, the same for services that count the cache net or gross.
-
-    ``total_tokens`` is gross of the prompt cache for every Pipecat service, so the
-    uncached input is ``total - completion - cache_read - cache_creation``.
-    """
-    cache_read = usage.cache_read_input_tokens or 0
-    cache_write = usage.cache_creation_input_tokens or 0
-    gross_input = usage.total_tokens - usage.completion_tokens
-    if gross_input < usage.prompt_tokens:  # a service that left total_tokens out
-        gross_input = usage.prompt_tokens
-    details = {
-        pricing.USAGE_INPUT: max(0, gross_input - cache_read - cache_write),
-        pricing.USAGE_OUTPUT: max(0, usage.completion_tokens),
-    }
-    if cache_read:
-        details[pricing.USAGE_INPUT_CACHED_TOKENS] = cache_read
-    if cache_write:
-        details[pricing.USAGE_INPUT_CACHE_CREATION_TOKENS] = cache_write
-    if usage.reasoning_tokens:
-        details[pricing.USAGE_OUTPUT_REASONING_TOKENS] = usage.reasoning_tokens
-    details[pricing.USAGE_TOTAL] = max(0, gross_input + usage.completion_tokens)
-    return details
-
-
-def _join_text(unit: _Unit) -> str:
-    if unit.kind == "llm":
-        return "".join(unit.text).strip()  # LLM tokens carry their own spacing
-    return " ".join(" ".join(unit.text).split())  # words or sentences
-
-
-def _usage_details(unit: _Unit) -> dict[str, int]:
+def _usage_details(unit: Unit) -> dict[str, int]:
     """The usage Pipecat reported (LLM, TTS) or the tracer measured (STT audio, TTS generated audio)."""
     if unit.kind == "llm":
         return llm_usage_details(unit.llm_usage) if unit.llm_usage is not None else {}
@@ -1381,12 +1300,12 @@ def _usage_details(unit: _Unit) -> dict[str, int]:
 
 
 def _with_audio_tokens(
-    unit: _Unit, price: ModelPrice, usage: dict[str, int], metadata: dict[str, Any]
+    unit: Unit, price: ModelPrice, usage: dict[str, int], metadata: dict[str, Any]
 ) -> dict[str, int]:
     """``usage`` plus the audio and text tokens a token-billed speech model bills (derived: flagged)."""
     usage = dict(usage)
     counter = counter_for(unit.model or "")
-    text_tokens = counter.count(_join_text(unit))
+    text_tokens = counter.count(join_text(unit))
     if unit.kind == "stt":
         usage[pricing.USAGE_INPUT_AUDIO_TOKENS] = price.audio_tokens(usage.get(pricing.USAGE_INPUT_AUDIO_MS, 0))
         if pricing.USAGE_OUTPUT in price.unit_prices:
@@ -1433,7 +1352,7 @@ def _json_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def _service_name(unit: _Unit) -> str:
+def _service_name(unit: Unit) -> str:
     """The model name of a unit whose service names no model: the service's class (e.g. ``AzureTTSService``).
 
     Stable across calls and processes (unlike the processor's ``#n`` name), so Langfuse groups

@@ -15,7 +15,7 @@ Schema, one ``[[model]]`` table per model::
 
     [[model]]
     name = "gpt-4.1-mini"        # required, unique within the file
-    kind = "llm"                 # required: "llm", "stt" or "tts"
+    kind = "llm"                 # required: "llm", "stt", "tts" or "s2s" (speech-to-speech)
     match = "(?i)^(openai/)?gpt-4\\.1-mini(-\\d{4}-\\d{2}-\\d{2})?$"   # optional
     usd_per_million_tokens = { input = 0.40, input_cached_tokens = 0.10, output = 1.60 }
     source = "https://developers.openai.com/api/docs/pricing"   # required
@@ -34,7 +34,15 @@ The usage key each one prices is the Langfuse ``usage_details`` key the generati
 price field                     kinds     usage key (unit)
 ==============================  ========  ==================================================
 ``usd_per_million_tokens``      llm       ``input``, ``output`` (required),
-                                          ``input_cached_tokens``, ``input_cache_creation_tokens``
+                                          ``input_cached_tokens``, ``input_cache_creation_tokens``;
+                                          ``output_reasoning_tokens`` is priced as ``output``
+``usd_per_million_tokens``      s2s       ``input_text_tokens``, ``input_audio_tokens``,
+                                          ``output_text_tokens``, ``output_audio_tokens``
+                                          (required), ``input_cached_text_tokens``,
+                                          ``input_cached_audio_tokens``; or Gemini's
+                                          ``input_text``, ``input_audio``, ``output_text``,
+                                          ``output_audio`` (see :data:`S2S_USAGE_KEYS`)
+``usd_per_minute``              s2s       ``session_ms`` (a model billed by session time)
 ``usd_per_million_tokens``      stt       ``input_audio_tokens`` (required), ``input``, ``output``
 ``usd_per_million_tokens``      tts       ``output_audio_tokens`` (required), ``input``
 ``usd_per_minute``              stt       ``input_audio_ms`` (audio sent, silence included)
@@ -46,7 +54,7 @@ price field                     kinds     usage key (unit)
 ``self_hosted = true``          any       the kind's measured usage, at an explicit $0
 ==============================  ========  ==================================================
 
-Audio tokens are not reported by Pipecat: an entry that prices ``input_audio_tokens`` or
+Audio tokens of STT and TTS are not reported by Pipecat: an entry that prices ``input_audio_tokens`` or
 ``output_audio_tokens`` needs ``audio_tokens_per_second`` (the vendor's rate), and the tracer
 derives them from the audio duration; text tokens of STT/TTS (``input``/``output``) are counted
 with the tokenizer. Such usage is flagged ``usage_estimated`` in the generation's metadata.
@@ -75,18 +83,24 @@ from types import MappingProxyType
 from typing import Any, Literal, cast
 
 __all__ = [
+    "S2S_USAGE_KEYS",
     "SIMULATED_PREFIX",
     "USAGE_INPUT",
     "USAGE_INPUT_AUDIO_MS",
     "USAGE_INPUT_AUDIO_TOKENS",
+    "USAGE_INPUT_CACHED_AUDIO_TOKENS",
+    "USAGE_INPUT_CACHED_TEXT_TOKENS",
     "USAGE_INPUT_CACHED_TOKENS",
     "USAGE_INPUT_CACHE_CREATION_TOKENS",
     "USAGE_INPUT_CHARACTERS",
+    "USAGE_INPUT_TEXT_TOKENS",
     "USAGE_OUTPUT",
     "USAGE_OUTPUT_AUDIO_MS",
     "USAGE_OUTPUT_AUDIO_TOKENS",
     "USAGE_OUTPUT_REASONING_TOKENS",
+    "USAGE_OUTPUT_TEXT_TOKENS",
     "USAGE_REQUESTS",
+    "USAGE_SESSION_MS",
     "USAGE_TOTAL",
     "ModelPrice",
     "PriceTable",
@@ -100,9 +114,9 @@ USAGE_INPUT_CACHED_TOKENS = "input_cached_tokens"
 USAGE_INPUT_CACHE_CREATION_TOKENS = "input_cache_creation_tokens"
 """LLM prompt tokens written to the prompt cache."""
 USAGE_OUTPUT = "output"
-"""LLM completion tokens, reasoning tokens included."""
+"""LLM completion tokens, reasoning tokens excluded (they are ``output_reasoning_tokens``)."""
 USAGE_OUTPUT_REASONING_TOKENS = "output_reasoning_tokens"
-"""LLM reasoning tokens: a subset of ``output``, informational, never priced separately."""
+"""LLM reasoning tokens, apart from ``output`` as Langfuse counts them; priced as output."""
 USAGE_TOTAL = "total"
 """Sum of the usage; in ``cost_details``, the total cost. Never priced itself."""
 USAGE_INPUT_CHARACTERS = "input_characters"
@@ -117,6 +131,41 @@ USAGE_INPUT_AUDIO_TOKENS = "input_audio_tokens"
 """Audio tokens of the audio sent (token-billed STT), derived from its duration."""
 USAGE_OUTPUT_AUDIO_TOKENS = "output_audio_tokens"
 """Audio tokens of the audio generated (token-billed TTS), derived from its duration."""
+USAGE_INPUT_TEXT_TOKENS = "input_text_tokens"
+"""Speech-to-speech: text (and image) prompt tokens not read from the cache."""
+USAGE_INPUT_CACHED_TEXT_TOKENS = "input_cached_text_tokens"
+"""Speech-to-speech: text prompt tokens read from the cache."""
+USAGE_INPUT_CACHED_AUDIO_TOKENS = "input_cached_audio_tokens"
+"""Speech-to-speech: audio prompt tokens read from the cache."""
+USAGE_OUTPUT_TEXT_TOKENS = "output_text_tokens"
+"""Speech-to-speech: text output tokens (the transcript of the reply, and any reasoning)."""
+USAGE_SESSION_MS = "session_ms"
+"""Speech-to-speech billed by the minute: milliseconds of the session, split over its responses."""
+S2S_USAGE_KEYS = {
+    "openai": {
+        "input_text": USAGE_INPUT_TEXT_TOKENS,
+        "input_cached_text": USAGE_INPUT_CACHED_TEXT_TOKENS,
+        "input_audio": USAGE_INPUT_AUDIO_TOKENS,
+        "input_cached_audio": USAGE_INPUT_CACHED_AUDIO_TOKENS,
+        "output_text": USAGE_OUTPUT_TEXT_TOKENS,
+        "output_audio": USAGE_OUTPUT_AUDIO_TOKENS,
+    },
+    "gemini": {
+        "input_text": "input_text",
+        "input_cached_text": "input_cached_text",
+        "input_audio": "input_audio",
+        "input_cached_audio": "input_cached_audio",
+        "output_text": "output_text",
+        "output_audio": "output_audio",
+    },
+}
+"""Speech-to-speech usage keys by naming scheme: bucket -> the key Langfuse's default prices use.
+
+``openai``: the keys of Langfuse's ``gpt-4o-realtime-preview`` definition, used by every
+speech-to-speech model but Gemini's. ``gemini``: the unsuffixed keys of its
+``gemini-live-2.5-flash-native-audio`` definition. The six buckets are disjoint: their sum is the
+tokens the provider bills.
+"""
 
 PROVENANCE_BUILTIN = "builtin"
 """The price comes from the table shipped with this package."""
@@ -130,7 +179,7 @@ PROVENANCE_UNPRICED = "unpriced"
 SIMULATED_PREFIX = "simulated/"
 """Prefix of the model names the offline bot reports; stripped before lookup."""
 
-Kind = Literal["llm", "stt", "tts"]
+Kind = Literal["llm", "stt", "tts", "s2s"]
 
 _Fail = Callable[[str], "PricingError"]
 
@@ -138,14 +187,14 @@ _COST_DECIMALS = 10
 _PACKAGE = __name__.rpartition(".")[0]
 _DEFAULT_FILE = "prices.toml"
 
-# Scalar price field -> (kinds, usage key it prices, usage units per priced quantity).
-_SCALAR_FIELDS: dict[str, tuple[tuple[str, ...], str, int]] = {
-    "usd_per_minute": (("stt",), USAGE_INPUT_AUDIO_MS, 60_000),
-    "usd_per_hour": (("stt",), USAGE_INPUT_AUDIO_MS, 3_600_000),
-    "usd_per_million_characters": (("tts",), USAGE_INPUT_CHARACTERS, 1_000_000),
-    "usd_per_1k_characters": (("tts",), USAGE_INPUT_CHARACTERS, 1_000),
-    "usd_per_generated_minute": (("tts",), USAGE_OUTPUT_AUDIO_MS, 60_000),
-    "usd_per_1k_requests": (("stt", "tts"), USAGE_REQUESTS, 1_000),
+# Scalar price field -> {kind: (usage key it prices, usage units per priced quantity)}.
+_SCALAR_FIELDS: dict[str, dict[str, tuple[str, int]]] = {
+    "usd_per_minute": {"stt": (USAGE_INPUT_AUDIO_MS, 60_000), "s2s": (USAGE_SESSION_MS, 60_000)},
+    "usd_per_hour": {"stt": (USAGE_INPUT_AUDIO_MS, 3_600_000)},
+    "usd_per_million_characters": {"tts": (USAGE_INPUT_CHARACTERS, 1_000_000)},
+    "usd_per_1k_characters": {"tts": (USAGE_INPUT_CHARACTERS, 1_000)},
+    "usd_per_generated_minute": {"tts": (USAGE_OUTPUT_AUDIO_MS, 60_000)},
+    "usd_per_1k_requests": {"stt": (USAGE_REQUESTS, 1_000), "tts": (USAGE_REQUESTS, 1_000)},
 }
 _TOKENS_FIELD = "usd_per_million_tokens"
 _SELF_HOSTED_FIELD = "self_hosted"
@@ -159,6 +208,11 @@ _TOKEN_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "stt": ((USAGE_INPUT_AUDIO_TOKENS, USAGE_INPUT, USAGE_OUTPUT), (USAGE_INPUT_AUDIO_TOKENS,)),
     "tts": ((USAGE_OUTPUT_AUDIO_TOKENS, USAGE_INPUT), (USAGE_OUTPUT_AUDIO_TOKENS,)),
+    # One naming scheme per entry (checked in _unit_prices); its text and audio, in and out, are required.
+    "s2s": (
+        tuple(key for scheme in S2S_USAGE_KEYS.values() for key in scheme.values()),
+        (),
+    ),
 }
 _AUDIO_TOKEN_KEYS = (USAGE_INPUT_AUDIO_TOKENS, USAGE_OUTPUT_AUDIO_TOKENS)
 # What a self-hosted entry prices at $0: the usage the tracer measures for the kind.
@@ -166,14 +220,18 @@ _SELF_HOSTED_KEYS = {
     "llm": (USAGE_INPUT, USAGE_OUTPUT),
     "stt": (USAGE_INPUT_AUDIO_MS,),
     "tts": (USAGE_INPUT_CHARACTERS,),
+    "s2s": tuple(S2S_USAGE_KEYS["openai"].values()),
 }
 _EXPECTED = {
     "llm": f"{_TOKENS_FIELD} = {{ input = 0.40, output = 1.60 }}",
     "stt": "usd_per_minute = 0.0048 (or usd_per_hour, usd_per_1k_requests, usd_per_million_tokens, self_hosted = true)",
     "tts": "usd_per_million_characters = 15.0 (or usd_per_1k_characters, usd_per_generated_minute, "
     "usd_per_1k_requests, usd_per_million_tokens, self_hosted = true)",
+    "s2s": f"{_TOKENS_FIELD} = {{ input_text_tokens = 4, input_cached_text_tokens = 0.4, input_audio_tokens = 32, "
+    "input_cached_audio_tokens = 0.4, output_text_tokens = 16, output_audio_tokens = 64 } (Gemini: input_text, "
+    "input_audio, output_text, output_audio), or usd_per_minute = 0.05 for a model billed by session time",
 }
-_KINDS = ("llm", "stt", "tts")
+_KINDS = ("llm", "stt", "tts", "s2s")
 _FIELDS = ("name", "kind", "match", "source", "date", "note", _AUDIO_RATE_FIELD, *_PRICE_FIELDS)
 _EXAMPLE = (
     '[[model]]\nname = "my-model"\nkind = "llm"\nmatch = "(?i)^(openai/)?my-model$"\n'
@@ -259,8 +317,8 @@ class ModelPrice:
 
         Returns:
             ``{key: cost}`` for each priced key present in ``usage``, in ``usage`` order, then
-            ``"total"``. Keys without a price (including ``output_reasoning_tokens`` and
-            ``total``) are omitted. Negative usage counts as zero, so no cost is negative.
+            ``"total"``. Keys without a price (and ``total``) are omitted. Negative usage counts
+            as zero, so no cost is negative.
 
         Raises:
             TypeError: A usage value is not an integer.
@@ -270,7 +328,7 @@ class ModelPrice:
             if isinstance(units, bool) or not isinstance(units, int):
                 raise TypeError(f"usage[{key!r}] must be an int, got {type(units).__name__} {units!r}")
             price = self.unit_prices.get(key)
-            if price is None or key in (USAGE_TOTAL, USAGE_OUTPUT_REASONING_TOKENS):
+            if price is None or key == USAGE_TOTAL:
                 continue
             costs[key] = round(max(units, 0) * price, _COST_DECIMALS)
         costs[USAGE_TOTAL] = round(math.fsum(costs.values()), _COST_DECIMALS)
@@ -332,7 +390,7 @@ class PriceTable:
 
         Args:
             model: The model name (surrounding spaces are ignored).
-            kind: Only entries of this kind (``"stt"``, ``"llm"``, ``"tts"``), when given.
+            kind: Only entries of this kind (``"stt"``, ``"llm"``, ``"tts"``, ``"s2s"``), when given.
             service: The Pipecat service class reporting ``model``. An entry matching
                 ``"<service>/<model>"`` wins: it prices a service that bills differently from
                 the model's vendor (e.g. a model self-hosted on SageMaker).
@@ -501,9 +559,9 @@ def _unit_prices(raw: Mapping[str, Any], kind: Kind, fail: _Fail) -> dict[str, f
             raise fail("'self_hosted' can only be true: leave it out, or give a price instead.")
         return dict.fromkeys(_SELF_HOSTED_KEYS[kind], 0.0)
     if price_field in _SCALAR_FIELDS:
-        kinds, key, units = _SCALAR_FIELDS[price_field]
-        if kind not in kinds:
+        if kind not in _SCALAR_FIELDS[price_field]:
             raise fail(f"{price_field!r} is not a price for kind {kind!r}. Use {expected}.")
+        key, units = _SCALAR_FIELDS[price_field][kind]
         return {key: _per_unit(_amount(value, price_field, fail), units)}
     allowed, required = _TOKEN_KEYS[kind]
     if not isinstance(value, dict):
@@ -519,11 +577,24 @@ def _unit_prices(raw: Mapping[str, Any], kind: Kind, fail: _Fail) -> dict[str, f
             f"{_TOKENS_FIELD} has unknown usage key(s) {', '.join(map(repr, unknown))} for kind {kind!r}. "
             f"Allowed: {', '.join(allowed)}.{hint}"
         )
+    if kind == "s2s":
+        required = _s2s_scheme_keys(value, fail, expected)
     missing = [key for key in required if key not in value]
     if missing:
         raise fail(f"{_TOKENS_FIELD} is missing {' and '.join(map(repr, missing))}. Add them, e.g. {expected}.")
     prices = {key: _amount(value[key], f"{_TOKENS_FIELD}.{key}", fail) for key in allowed if key in value}
+    if kind == "llm":  # reasoning tokens are billed as output; Langfuse counts them apart
+        prices[USAGE_OUTPUT_REASONING_TOKENS] = prices[USAGE_OUTPUT]
     return {key: _per_unit(amount, 1_000_000) for key, amount in prices.items()}
+
+
+def _s2s_scheme_keys(value: Mapping[str, Any], fail: _Fail, expected: str) -> tuple[str, ...]:
+    """The required keys of a speech-to-speech token price: one naming scheme's text and audio, in and out."""
+    schemes = [name for name, keys in S2S_USAGE_KEYS.items() if set(value) & set(keys.values())]
+    if len(schemes) > 1:
+        raise fail(f"{_TOKENS_FIELD} mixes the OpenAI-style and Gemini-style usage keys. Use one: {expected}.")
+    keys = S2S_USAGE_KEYS[schemes[0] if schemes else "openai"]
+    return tuple(keys[bucket] for bucket in ("input_text", "input_audio", "output_text", "output_audio"))
 
 
 def _listed(raw: Mapping[str, Any]) -> str:
@@ -539,8 +610,11 @@ def _listed(raw: Mapping[str, Any]) -> str:
 
 
 def _audio_rate(raw: Mapping[str, Any], unit_prices: Mapping[str, float], fail: _Fail) -> float | None:
-    """``audio_tokens_per_second``: required exactly when audio tokens are priced."""
-    priced = [key for key in _AUDIO_TOKEN_KEYS if key in unit_prices]
+    """``audio_tokens_per_second``: required exactly when audio tokens are priced that the tracer derives.
+
+    A speech-to-speech model reports its audio tokens itself.
+    """
+    priced = [key for key in _AUDIO_TOKEN_KEYS if key in unit_prices and raw.get("kind") != "s2s"]
     value = raw.get(_AUDIO_RATE_FIELD)
     if not priced:
         if value is not None:

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from pipecat_langfuse import pricing
 
 _TEXT_WIDTH = 38
+_KIND_ORDER = ("stt", "llm", "s2s", "tts")
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class ModelUsage:
     """Usage and cost of one model over the conversation.
 
     Attributes:
-        kind: ``"stt"``, ``"llm"`` or ``"tts"``.
+        kind: ``"stt"``, ``"llm"``, ``"s2s"`` (speech-to-speech) or ``"tts"``.
         model: Model name as reported by Pipecat's metrics (``simulated/...`` offline).
         usage: Total usage by usage key (the ``USAGE_*`` keys of :mod:`pipecat_langfuse.pricing`).
         cost_usd: Total cost in USD, or None when no price is known for the model.
@@ -97,10 +98,30 @@ class ModelUsage:
         if self.kind == "llm":
             cached = u.get(pricing.USAGE_INPUT_CACHED_TOKENS, 0)
             cached_text = f" (+{cached:,} cached)" if cached else ""
-            return f"{u.get(pricing.USAGE_INPUT, 0):,} in{cached_text} / {u.get(pricing.USAGE_OUTPUT, 0):,} out tokens"
+            output = u.get(pricing.USAGE_OUTPUT, 0) + u.get(pricing.USAGE_OUTPUT_REASONING_TOKENS, 0)
+            return f"{u.get(pricing.USAGE_INPUT, 0):,} in{cached_text} / {output:,} out tokens"
+        if self.kind == "s2s":
+            return _describe_speech_usage(u)
         if self.kind == "tts":
             return f"{u.get(pricing.USAGE_INPUT_CHARACTERS, 0):,} characters"
         return f"{u.get(pricing.USAGE_INPUT_AUDIO_MS, 0) / 1000:,.1f} s audio"
+
+
+def _describe_speech_usage(usage: Mapping[str, int]) -> str:
+    """E.g. ``1,200 audio + 300 text in (+640 cached) / 800 audio + 60 text out tokens``, and any session time."""
+    parts = []
+    for keys in pricing.S2S_USAGE_KEYS.values():
+        if keys["input_audio"] in usage or keys["input_text"] in usage:
+            cached = usage.get(keys["input_cached_text"], 0) + usage.get(keys["input_cached_audio"], 0)
+            cached_text = f" (+{cached:,} cached)" if cached else ""
+            parts.append(
+                f"{usage.get(keys['input_audio'], 0):,} audio + {usage.get(keys['input_text'], 0):,} text in"
+                f"{cached_text} / {usage.get(keys['output_audio'], 0):,} audio + "
+                f"{usage.get(keys['output_text'], 0):,} text out tokens"
+            )
+    if pricing.USAGE_SESSION_MS in usage:
+        parts.append(f"{usage[pricing.USAGE_SESSION_MS] / 1000:,.1f} s session")
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -176,7 +197,7 @@ class ConversationSummary:
         return sum(t.interrupted for t in self.turns)
 
     def cost_usd_of(self, kind: str) -> float:
-        """Cost of the priced ``kind`` (``stt``, ``llm`` or ``tts``) work, USD."""
+        """Cost of the priced ``kind`` (``stt``, ``llm``, ``s2s`` or ``tts``) work, USD."""
         return sum(m.cost_usd or 0.0 for m in self.models if m.kind == kind)
 
     def _latencies(self) -> list[float]:
@@ -208,14 +229,18 @@ class ConversationSummary:
                 f"{'yes' if t.interrupted else 'no'}"
             )
         lines.append("")
-        lines.append(f"{'Model':<30}  {'Kind':<4}  {'Calls':>5}  {'Usage':<40}  {'Cost (USD)':>12}")
-        for m in sorted(
-            self.models, key=lambda m: ("stt", "llm", "tts").index(m.kind) if m.kind in ("stt", "llm", "tts") else 3
-        ):
+        models = sorted(
+            self.models, key=lambda m: _KIND_ORDER.index(m.kind) if m.kind in _KIND_ORDER else len(_KIND_ORDER)
+        )
+        usages = [
+            m.describe_usage() + (f" ({m.estimated_calls} estimated)" if m.estimated_calls else "") for m in models
+        ]
+        u = max([40, *map(len, usages)])
+        lines.append(f"{'Model':<30}  {'Kind':<4}  {'Calls':>5}  {'Usage':<{u}}  {'Cost (USD)':>12}")
+        for m, usage in zip(models, usages, strict=True):
             cost = f"{m.cost_usd:.6f}" if m.cost_usd is not None else "not priced"
-            usage = m.describe_usage() + (f" ({m.estimated_calls} estimated)" if m.estimated_calls else "")
-            lines.append(f"{_clip(m.model, 30):<30}  {m.kind:<4}  {m.calls:>5}  {usage:<40}  {cost:>12}")
-        lines.append(f"{'Total':<30}  {'':<4}  {'':>5}  {'':<40}  {self.total_cost_usd:>12.6f}")
+            lines.append(f"{_clip(m.model, 30):<30}  {m.kind:<4}  {m.calls:>5}  {usage:<{u}}  {cost:>12}")
+        lines.append(f"{'Total':<30}  {'':<4}  {'':>5}  {'':<{u}}  {self.total_cost_usd:>12.6f}")
         estimated = sum(m.estimated_calls for m in self.models)
         if estimated:
             lines.append(

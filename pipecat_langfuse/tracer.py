@@ -157,7 +157,7 @@ class VoiceTracer:
         self._observers_given = True
         return [self.observer]
 
-    def attach(self, worker: Any) -> None:
+    def attach(self, worker: Any, *, flow_manager: Any = None) -> None:
         """Trace ``worker`` (a ``PipelineWorker``): call it once, before the runner starts it.
 
         It adds the observer (unless :attr:`observers` was given to the worker), and when the
@@ -167,9 +167,19 @@ class VoiceTracer:
         each call is its LLM generation, and its ``stt`` / ``tts`` spans are folded into the
         generations (the services' settings are their model parameters). Without Pipecat's
         tracing the turns are the tracer's own, with the same boundaries and numbers.
+
+        With a Pipecat Flows ``flow_manager``, each turn's metadata names the node it started in
+        (``flow_node``) and, if the flow moved on during the turn, the node it moved to
+        (``flow_next_node``); each LLM generation names the node it ran in.
         """
         if self._worker is not None:
             raise RuntimeError("This tracer already follows a worker; create a new VoiceTracer for each call.")
+        if flow_manager is not None:
+            if not hasattr(flow_manager, "current_node"):
+                raise TypeError(
+                    f"flow_manager must be a Pipecat Flows FlowManager (with current_node), got {type(flow_manager)!r}"
+                )
+            self.observer.follow_flow(lambda: flow_manager.current_node)
         self._worker = worker
         if not self._observers_given:
             worker.add_observer(self.observer)
@@ -339,7 +349,8 @@ def conversation_scores(summary: ConversationSummary) -> dict[str, float]:
     if mean is not None and p95 is not None:
         scores["voice_to_voice_mean_ms"] = round(mean * 1000, 1)
         scores["voice_to_voice_p95_ms"] = round(p95 * 1000, 1)
-    for kind in ("stt", "llm", "tts"):
+    kinds = ("stt", "llm", "s2s", "tts") if any(m.kind == "s2s" for m in summary.models) else ("stt", "llm", "tts")
+    for kind in kinds:
         scores[f"cost_{kind}_usd"] = round(summary.cost_usd_of(kind), 6)
     return scores
 

@@ -25,7 +25,7 @@ from pipecat.metrics.metrics import LLMUsageMetricsData, TTFBMetricsData
 from app.config import SYSTEM_PROMPT
 from app.offline import CallerScript, StartAnchor, Utterance
 from pipecat_langfuse import PriceTable
-from pipecat_langfuse._observer import llm_usage_details
+from pipecat_langfuse._usage import llm_usage_details
 from tests.support.langfuse_rules import (
     COST_DETAILS,
     INPUT,
@@ -350,7 +350,7 @@ def test_tool_call_usage_with_cached_and_reasoning_tokens_equals_the_ledger(tool
     assert (call.cached_tokens, answer.cached_tokens) == (32, 64)  # as scripted: both prompts are longer
     assert call.langfuse_usage == {
         "input": call.prompt_tokens - 32,
-        "output": count_tokens("get_time") + count_tokens(TOOL_ARGUMENTS) + 21,
+        "output": count_tokens("get_time") + count_tokens(TOOL_ARGUMENTS),  # the 21 reasoning tokens apart
         "input_cached_tokens": 32,
         "output_reasoning_tokens": 21,
         "total": call.prompt_tokens + count_tokens("get_time") + count_tokens(TOOL_ARGUMENTS) + 21,

@@ -30,7 +30,7 @@ from app.offline import (
     create_offline_services,
 )
 from pipecat_langfuse import ConversationSummary, SpanCounts, TracingSettings, VoiceTracer
-from pipecat_langfuse._observer import llm_usage_details
+from pipecat_langfuse._usage import llm_usage_details
 from tests.support.conversation import Witness
 from tests.support.langfuse_rules import (
     INPUT,

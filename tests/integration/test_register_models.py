@@ -7,6 +7,7 @@ the way Langfuse's worker does with the definitions the command created.
 from __future__ import annotations
 
 import base64
+import math
 import random
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.register_models import ExitCode, register
+from app.register_models import ExitCode, desired, register
 from pipecat_langfuse import PriceTable
 from tests.integration.test_check import closed_port
 from tests.support.langfuse_models import LANGFUSE_MANAGED_MODELS
@@ -30,7 +31,13 @@ WRONG_SECRET = "sk-lf-models-wrong-9876543210"
 REGISTER = (sys.executable, "-m", "app.register_models")
 SERVICE_CLASS_ENTRIES = {"sagemaker-endpoint-stt", "sagemaker-endpoint-tts"}
 """Built-in entries matched by '<service class>/<model>': Langfuse never sees such a name."""
-LIST_QUERY = "page=1&limit=100"
+
+
+def listing(server: LocalLangfuse) -> list[tuple[str, str]]:
+    """The GET requests that list every definition the project sees now, 100 a page."""
+    pages = max(1, math.ceil(len(server.listed_models()) / 100))
+    return [("GET", f"page={page}&limit=100") for page in range(1, pages + 1)]
+
 
 PRICING_FILE = """
 [[model]]
@@ -56,7 +63,17 @@ EXPECTED_BODIES: dict[str, dict[str, Any]] = {
         "modelName": "gpt-4.1-mini",
         "matchPattern": r"(?i)^(simulated/)?((openai/)?gpt-4\.1-mini(-\d{4}-\d{2}-\d{2})?)$",
         "unit": "TOKENS",
-        "pricingTiers": [{**STANDARD, "prices": {"input": 4e-07, "input_cached_tokens": 1e-07, "output": 1.6e-06}}],
+        "pricingTiers": [
+            {
+                **STANDARD,
+                "prices": {
+                    "input": 4e-07,
+                    "input_cached_tokens": 1e-07,
+                    "output": 1.6e-06,
+                    "output_reasoning_tokens": 1.6e-06,  # Langfuse counts reasoning apart: priced as output
+                },
+            }
+        ],
     },
     # STT per minute: 0.0048 USD / 60 000 ms.
     "nova-3": {
@@ -213,11 +230,12 @@ def test_second_run_changes_nothing_and_a_changed_price_updates_only_that_model(
     assert register(env_for(server, pricing_file)).exit_code is ExitCode.OK
     before = {m["modelName"]: m for m in server.project_models()}
     sent = len(server.model_requests())
+    lists = listing(server)
 
     again = register(env_for(server, pricing_file))
 
     assert again.exit_code is ExitCode.OK, again.lines
-    assert [(r.method, r.query) for r in server.model_requests()[sent:]] == [("GET", LIST_QUERY)]
+    assert [(r.method, r.query) for r in server.model_requests()[sent:]] == lists
     assert again.lines[-1].startswith("OK: Langfuse's model definitions match the price table (created 0, updated 0,")
 
     pricing_file.write_text(
@@ -231,12 +249,13 @@ def test_second_run_changes_nothing_and_a_changed_price_updates_only_that_model(
 
     assert changed.exit_code is ExitCode.OK, changed.lines
     new = server.model_requests()[sent:]
+    assert [(r.method, r.query) for r in new[: len(lists)]] == lists  # everything listed before any write
+    new = new[len(lists) :]
     assert [(r.method, r.path) for r in new] == [
-        ("GET", MODELS_PATH),
         ("DELETE", f"{MODELS_PATH}/{before['nova-3']['id']}"),
         ("POST", MODELS_PATH),
     ]
-    assert new[2].body == {
+    assert new[1].body == {
         **EXPECTED_BODIES["nova-3"],
         "pricingTiers": [{**STANDARD, "prices": {"input_audio_ms": 9.833333333333333e-08}}],
     }
@@ -248,6 +267,7 @@ def test_second_run_changes_nothing_and_a_changed_price_updates_only_that_model(
 def test_dry_run_prints_the_plan_and_sends_no_write(server: LocalLangfuse, pricing_file: Path, tmp_path: Path) -> None:
     assert register(env_for(server)).exit_code is ExitCode.OK  # built-in table only
     sent = len(server.model_requests())
+    lists = listing(server)
     pricing_file.write_text(
         PRICING_FILE + '\n[[model]]\nname = "tts-1"\nkind = "tts"\nusd_per_million_characters = 16\n'
         'match = "(?i)^(openai/)?tts-1(-\\\\d{4})?$"\nsource = "https://openai.com"\ndate = "2026-11-20"\n',
@@ -257,7 +277,7 @@ def test_dry_run_prints_the_plan_and_sends_no_write(server: LocalLangfuse, prici
     done = run(tmp_path, env_for(server, pricing_file), "--dry-run")
 
     assert done.returncode == 0, done.stdout + done.stderr
-    assert [(r.method, r.query) for r in server.model_requests()[sent:]] == [("GET", LIST_QUERY)]
+    assert [(r.method, r.query) for r in server.model_requests()[sent:]] == lists
     lines = done.stdout.splitlines()
     assert "update     tts-1: input_characters 1.5e-05 -> 1.6e-05" in lines
     assert any(
@@ -265,7 +285,11 @@ def test_dry_run_prints_the_plan_and_sends_no_write(server: LocalLangfuse, prici
         for line in lines
     )
     assert sum(line.startswith("unchanged  ") for line in lines) == len(PriceTable.load().entries) - 3
-    assert lines[-1] == "DRY RUN: would create 2, update 1; 88 unchanged, 2 skipped, 0 stale kept. Nothing was sent."
+    wanted, skipped = desired(PriceTable.load())  # the built-in table: all registered by the first run
+    assert lines[-1] == (
+        f"DRY RUN: would create 2, update 1; {len(wanted) - 1} unchanged, {len(skipped)} skipped, 0 stale kept. "
+        "Nothing was sent."
+    )
 
 
 @pytest.mark.parametrize(("model", "usage"), GENERATIONS, ids=[name for name, _ in GENERATIONS])
@@ -374,8 +398,10 @@ def test_refused_definitions_exit_5_and_the_stand_in_answers_like_langfuse(serve
     result = register(env_for(server))
     assert result.exit_code is ExitCode.REFUSED
     [verdict] = [line for line in result.lines if not line.startswith(("create ", "skip ", "  ", "Langfuse at"))]
+    wanted, skipped = desired(PriceTable.load())
     assert verdict == (
-        "REFUSED: Langfuse refused 89 definitions; created 0, updated 0, unchanged 0, skipped 2, stale kept 0."
+        f"REFUSED: Langfuse refused {len(wanted)} definitions; created 0, updated 0, unchanged 0, "
+        f"skipped {len(skipped)}, stale kept 0."
     )
     assert '  nova-3: HTTP 400 "rejected model change"' in result.lines
     server.models_status = None

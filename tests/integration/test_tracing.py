@@ -43,7 +43,7 @@ from app.offline import (
     offline_user_turn_strategies,
 )
 from pipecat_langfuse import PriceTable, TracingSettings, VoiceTracer
-from pipecat_langfuse._observer import llm_usage_details
+from pipecat_langfuse._usage import llm_usage_details
 from tests.support.conversation import TracedCall, price_metadata, run_traced_call
 from tests.support.langfuse_rules import (
     COMPLETION_START_TIME,

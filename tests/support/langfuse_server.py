@@ -213,8 +213,11 @@ class LocalLangfuse:
 
     def listed_models(self) -> list[dict[str, Any]]:
         """Every definition the project sees (built-in ones included), in the API's shape."""
+        listed: list[dict[str, Any]] = []
         with self._lock:
-            return self.models.list({"limit": [str(max(len(self.models.rows), 1))]})["data"]
+            for page in range(1, len(self.models.rows) // 100 + 2):  # the API lists at most 100 a page
+                listed += self.models.list({"page": [str(page)], "limit": ["100"]})["data"]
+        return listed
 
     def model_requests(self) -> list[ReceivedRequest]:
         """Requests received so far for the models API, in arrival order."""

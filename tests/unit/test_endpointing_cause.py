@@ -12,7 +12,7 @@ from pipecat.turns.user_stop.llm_turn_completion_user_turn_stop_strategy import 
 from pipecat.turns.user_stop.speech_timeout_user_turn_stop_strategy import SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.user_stop.turn_analyzer_user_turn_stop_strategy import TurnAnalyzerUserTurnStopStrategy
 
-from pipecat_langfuse._observer import endpointing_cause
+from pipecat_langfuse._turns import endpointing_cause
 
 
 class PatientTimeout(SpeechTimeoutUserTurnStopStrategy):

@@ -568,10 +568,11 @@ def test_a_unit_that_receives_no_metrics_carries_the_model_of_its_service(langfu
     assert dict(unnamed.attributes or {})[MODEL] == "ScriptedLLM"
     # Neither LLM call reported usage (as when a stream is cut): both are estimated, and say so.
     # o200k_base: 3 per message + "system" (1) + "Be brief." (3) + "user" (1) + "Hello?" (2) + 3 = 16;
-    # "Hi." is 2. The unnamed call saw no prompt and produced no text.
+    # "Hi." is 2. The context reached the unnamed LLM too (each LLM a context reaches gets it once,
+    # as both do in a ParallelPipeline); it produced no text.
     assert [(m.kind, m.model, m.calls, m.estimated_calls, m.usage) for m in call.summary.models] == [
         ("llm", "acme-llm", 1, 1, {"input": 16, "output": 2, "total": 18}),
-        ("llm", "ScriptedLLM", 1, 1, {"input": 0, "output": 0, "total": 0}),
+        ("llm", "ScriptedLLM", 1, 1, {"input": 16, "output": 0, "total": 16}),
         ("tts", "acme-tts", 1, 0, {}),
     ]
     metadata = observation_attributes(llm.attributes or {})[METADATA]

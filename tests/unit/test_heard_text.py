@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipecat_langfuse._observer import _Turn, _Unit, heard_text, output_fate
+from pipecat_langfuse._turns import Turn, Unit, heard_text, output_fate
 
 MS = 1_000_000
 
@@ -29,15 +29,15 @@ def test_words_with_timestamps_were_heard_if_presented_before_the_cut() -> None:
     assert heard_text(words, 0.0, cut_ns=1_000 * MS) == "Sure. Let me"
 
 
-def llm_unit(turn: _Turn, text: str, offset: int, **fields: object) -> _Unit:
-    unit = _Unit(kind="llm", processor="llm", model="m", turn=turn, start_ns=0, last_ns=0, **fields)  # type: ignore[arg-type]
+def llm_unit(turn: Turn, text: str, offset: int, **fields: object) -> Unit:
+    unit = Unit(kind="llm", processor="llm", model="m", turn=turn, start_ns=0, last_ns=0, **fields)  # type: ignore[arg-type]
     unit.text.append(text)
     unit.text_offset = offset
     return unit
 
 
 def test_each_llm_call_is_spoken_cut_off_not_spoken_or_a_tool_call() -> None:
-    turn = _Turn(number=1, start_ns=0, interrupted=True, heard_text="Sure. Let me tell you")
+    turn = Turn(number=1, start_ns=0, interrupted=True, heard_text="Sure. Let me tell you")
     first = llm_unit(turn, "Sure.", 0)
     second = llm_unit(turn, "Let me tell you about our opening hours.", 5)
     third = llm_unit(turn, "And more.", 5 + 33)
@@ -48,5 +48,5 @@ def test_each_llm_call_is_spoken_cut_off_not_spoken_or_a_tool_call() -> None:
 
 
 def test_a_turn_not_interrupted_heard_all_of_its_llm_output() -> None:
-    turn = _Turn(number=1, start_ns=0, interrupted=False, heard_text="Sure")
+    turn = Turn(number=1, start_ns=0, interrupted=False, heard_text="Sure")
     assert output_fate(llm_unit(turn, "Sure. And more.", 0)) == "spoken"

@@ -89,7 +89,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from pipecat_langfuse import PriceTable, TracingSettings, VoiceTracer
 from pipecat_langfuse._langfuse import build_client
-from pipecat_langfuse.pricing import ModelPrice
+from pipecat_langfuse.pricing import S2S_USAGE_KEYS, ModelPrice
 from tests.support.langfuse_rules import (
     COST_DETAILS,
     LEVEL,
@@ -104,7 +104,12 @@ from tests.support.scripted_call import Script, ScriptedLLM, ScriptedSTT, Script
 PUBLIC_KEY = "pk-lf-unit-observer-properties"  # the SDK keeps one client per public key
 MAX_COUNT = 2**53 - 1  # the largest int the Langfuse SDK sends as a JSON number
 MAX_SECONDS = 86_400.0
-KIND_OF_GENERATION = {"speech-to-text": "stt", "llm-completion": "llm", "text-to-speech": "tts"}
+KIND_OF_GENERATION = {
+    "speech-to-text": "stt",
+    "llm-completion": "llm",
+    "speech-to-speech": "s2s",
+    "text-to-speech": "tts",
+}
 
 PRICES = PriceTable(
     [
@@ -394,6 +399,11 @@ class Sent:
             self.bounds["input_cached_tokens"] += u.cache_read_input_tokens or 0
             self.bounds["input_cache_creation_tokens"] += u.cache_creation_input_tokens or 0
             self.bounds["output_reasoning_tokens"] += u.reasoning_tokens or 0
+            # An LLM that also spoke is a speech-to-speech model: its prompt and output split into buckets.
+            for scheme in S2S_USAGE_KEYS.values():
+                for bucket, key in scheme.items():
+                    prompt = max(u.prompt_tokens, u.total_tokens - u.completion_tokens)
+                    self.bounds[key] += prompt if bucket.startswith("input") else u.completion_tokens
 
 
 class StartedSpans(SpanProcessor):

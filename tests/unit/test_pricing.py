@@ -35,8 +35,8 @@ def write(tmp_path: Path, text: str, name: str = "prices.toml") -> Path:
 # --- exact costs, by hand from the values in prices.toml -----------------------------------
 
 
-def test_llm_cost_prices_each_key_and_never_reasoning_or_total(table: PriceTable) -> None:
-    # gpt-4.1-mini: input 0.40, cached 0.10, output 1.60 USD per 1M tokens.
+def test_llm_cost_prices_each_key_reasoning_as_output_and_never_total(table: PriceTable) -> None:
+    # gpt-4.1-mini: input 0.40, cached 0.10, output 1.60 USD per 1M tokens; reasoning is output.
     usage = {
         "input": 1000,
         "input_cached_tokens": 2000,
@@ -48,7 +48,8 @@ def test_llm_cost_prices_each_key_and_never_reasoning_or_total(table: PriceTable
         "input": 0.0004,  # 1000 * 0.40 / 1e6
         "input_cached_tokens": 0.0002,  # 2000 * 0.10 / 1e6
         "output": 0.00048,  # 300 * 1.60 / 1e6
-        "total": 0.00108,
+        "output_reasoning_tokens": 0.00016,  # 100 * 1.60 / 1e6
+        "total": 0.00124,
     }
 
 
@@ -198,7 +199,8 @@ def test_similar_names_are_not_confused(table: PriceTable, model: str, entry: st
 @pytest.mark.parametrize(
     "model",
     [
-        "gpt-4o-mini-realtime-preview",
+        "gpt-4o-mini-realtime",
+        "gpt-realtime-2.1-nano",
         "gpt-4.1-mini-fast",
         "gpt-4.10",
         "chatgpt-4o-latest",
@@ -247,6 +249,11 @@ def test_default_table_is_complete_and_well_formed(table: PriceTable) -> None:
         "llm": [{"input", "output"}],
         "stt": [{"input_audio_ms"}, {"requests"}, {"input_audio_tokens"}],
         "tts": [{"input_characters"}, {"output_audio_ms"}, {"requests"}, {"output_audio_tokens"}],
+        "s2s": [
+            {"input_text_tokens", "input_audio_tokens", "output_text_tokens", "output_audio_tokens"},
+            {"input_text", "input_audio", "output_text", "output_audio"},
+            {"session_ms"},
+        ],
     }
     for entry in table.entries:
         assert isinstance(entry, ModelPrice)
@@ -256,9 +263,10 @@ def test_default_table_is_complete_and_well_formed(table: PriceTable) -> None:
         assert all(price >= 0 for price in entry.unit_prices.values()), entry.name
         assert entry.pattern.flags & re.IGNORECASE
         assert entry.provenance in {"builtin", "self-hosted"}, entry.name
-        assert (entry.audio_tokens_per_second is not None) == bool(
-            {"input_audio_tokens", "output_audio_tokens"} & set(entry.unit_prices)
-        ), entry.name
+        derives_audio_tokens = entry.kind != "s2s" and {"input_audio_tokens", "output_audio_tokens"} & set(
+            entry.unit_prices
+        )
+        assert (entry.audio_tokens_per_second is not None) == bool(derives_audio_tokens), entry.name
     assert table.find("gpt-4o-mini-tts") is not None
     assert "estimate" in table.find("gpt-4o-mini-tts").note.lower()  # type: ignore[union-attr]
 
@@ -305,6 +313,7 @@ def test_unit_prices_are_converted_from_the_file_units(table: PriceTable) -> Non
         "input": 4e-07,
         "input_cached_tokens": 1e-07,
         "output": 1.6e-06,
+        "output_reasoning_tokens": 1.6e-06,  # billed as output
     }
     assert dict(table.find("nova-3").unit_prices) == {"input_audio_ms": 8e-08}  # type: ignore[union-attr]
     assert dict(table.find("eleven_v3").unit_prices) == {"input_characters": 8e-05}  # type: ignore[union-attr]

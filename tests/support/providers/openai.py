@@ -147,8 +147,14 @@ class Completion:
 
     @property
     def langfuse_usage(self) -> dict[str, int]:
-        """The bill as Langfuse usage details: uncached input, cached input, output, reasoning, total."""
-        usage = {"input": self.prompt_tokens - self.cached_tokens, "output": self.completion_tokens}
+        """The bill as Langfuse usage details: uncached input, cached input, output, reasoning, total.
+
+        Disjoint, as Langfuse counts them: ``output`` without the reasoning tokens.
+        """
+        usage = {
+            "input": self.prompt_tokens - self.cached_tokens,
+            "output": self.completion_tokens - self.reasoning_tokens,
+        }
         if self.cached_tokens:
             usage["input_cached_tokens"] = self.cached_tokens
         if self.reasoning_tokens:
