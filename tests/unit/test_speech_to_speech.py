@@ -402,3 +402,57 @@ def test_usage_a_realtime_service_does_not_split_is_priced_as_text_and_flagged(l
         generation[METADATA]["usage_estimate_method"] == "audio and text not split by the service: all counted as text"
     )
     assert call.summary.models[0].estimated_calls == 1
+
+
+async def play_gemini_cut(script: Script, transport: Transport, s2s: ScriptedLLM) -> None:
+    """Gemini Live's order: audio first, then the response start; when cut, only TTSStoppedFrame, then usage."""
+    push = script.push
+    await push(0, transport, StartFrame())
+    await push(0, s2s, LLMServiceMetadataFrame(service_name=s2s.name, is_realtime_service=True))
+    await push(1000, transport, UserStartedSpeakingFrame())
+    await push(2000, transport, UserStoppedSpeakingFrame())
+    await push(2100, s2s, TranscriptionFrame("Tell me a story.", "", "t"), direction=FrameDirection.UPSTREAM)
+    await push(2600, s2s, ttfb(s2s, 0.6), TTSStartedFrame(), LLMFullResponseStartFrame(), audio(3.0))
+    await push(
+        2650, s2s, LLMTextFrame("Once upon a time there was a fox."), sentence("Once upon a time there was a fox.")
+    )
+    await push(2700, transport, BotStartedSpeakingFrame())
+    await push(3200, transport, UserStartedSpeakingFrame(), InterruptionFrame())  # the caller cuts in
+    await push(3400, s2s, TTSStoppedFrame())
+    await push(3500, s2s, usage(s2s, GEMINI_USAGE))
+    await push(6000, transport, EndFrame())
+
+
+def test_a_cut_gemini_reply_ends_at_the_cut_and_keeps_its_late_report(langfuse: InMemoryLangfuse) -> None:
+    call = run(langfuse, GEMINI_MODEL, play_gemini_cut)
+
+    (span,) = call.named("speech-to-speech")
+    (generation,) = call.attributes("speech-to-speech")
+    assert span.start_time == WALL_CLOCK_AT_START_NS + 2600 * MS
+    assert span.end_time == WALL_CLOCK_AT_START_NS + 3200 * MS  # the barge-in, not its audio's stop
+    assert generation[COMPLETION_START_TIME] == "2027-01-15T08:00:02.600000Z"
+    assert generation[USAGE_DETAILS] == s2s_usage_details(GEMINI_USAGE, "gemini")
+    assert generation[METADATA]["ttfb_s"] == 0.6
+    assert generation[METADATA]["output_fate"] == "cut_off"
+
+
+async def play_text_only_realtime(script: Script, transport: Transport, s2s: ScriptedLLM) -> None:
+    """A realtime service answering in text (xAI, Azure Voice Live report no audio tokens to Pipecat)."""
+    push = script.push
+    await push(0, transport, StartFrame())
+    await push(0, s2s, LLMServiceMetadataFrame(service_name=s2s.name, is_realtime_service=True))
+    await push(1000, transport, UserStartedSpeakingFrame())
+    await push(2000, transport, UserStoppedSpeakingFrame())
+    await push(2200, s2s, LLMFullResponseStartFrame(), LLMTextFrame("Hello."))
+    await push(2500, s2s, usage(s2s, NOVA_USAGE), LLMFullResponseEndFrame())
+    await push(6000, transport, EndFrame())
+
+
+def test_a_service_that_says_it_is_realtime_is_speech_to_speech_even_in_text(langfuse: InMemoryLangfuse) -> None:
+    call = run(langfuse, "grok-voice-latest", play_text_only_realtime)
+
+    assert call.named("llm-completion") == []
+    (generation,) = call.attributes("speech-to-speech")
+    # xAI's voice agent is billed by the minute: the call's 6 s, whatever its tokens.
+    assert generation[USAGE_DETAILS] == {**s2s_usage_details(NOVA_USAGE), "session_ms": 6000}
+    assert generation[COST_DETAILS] == {"session_ms": 0.005, "total": 0.005}  # 0.1 min at $0.05/min
