@@ -53,7 +53,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
-from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult, TraceIdRatioBased
 
 from pipecat_langfuse._failures import FailureLog
 from pipecat_langfuse._scores import ScoreDataType, ScoreSender, make_score
@@ -512,13 +512,45 @@ def replay_spool_in_background(settings: TracingSettings) -> threading.Thread | 
     return thread
 
 
+class FoldedSpanSampler(Sampler):
+    """Does not record Pipecat's service spans that a merged conversation folds into its generations.
+
+    They would be built, filled and handed to every span processor only to be left out of the
+    export: as non-recording spans they cost nothing. Any other span is the wrapped sampler's.
+    """
+
+    def __init__(self, sampler: Sampler) -> None:
+        """Wrap the provider's own ``sampler``."""
+        self.sampler = sampler
+
+    def should_sample(
+        self,
+        parent_context: otel_context.Context | None,
+        trace_id: int,
+        name: str,
+        kind: otel_trace.SpanKind | None = None,
+        attributes: Any = None,
+        links: Any = None,
+        trace_state: otel_trace.TraceState | None = None,
+    ) -> SamplingResult:
+        """Drop a folded span of a merged conversation; ask the wrapped sampler otherwise."""
+        if name in FOLDED_PIPECAT_SPANS and trace_id in _merged_conversations:
+            return SamplingResult(Decision.DROP)
+        return self.sampler.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        """The wrapped sampler's description, wrapped."""
+        return f"FoldedSpanSampler({self.sampler.get_description()})"
+
+
 def watch_pipecat_spans(client: Langfuse) -> bool:
-    """Install :class:`PipecatSpanDemotion` and :class:`PipecatSpanAdoption` where Pipecat's spans meet Langfuse.
+    """Install the demotion, adoption and folding of Pipecat's spans where they meet Langfuse.
 
     That is ``client``'s tracer provider when it is also the global one (installed once per
-    provider). A private provider never sees Pipecat's spans, and the global provider of an
-    application that keeps Langfuse private is left alone. Returns whether Pipecat's spans
-    reach ``client``.
+    provider): :class:`PipecatSpanDemotion` and :class:`PipecatSpanAdoption` as span processors,
+    and :class:`FoldedSpanSampler` around its sampler. A private provider never sees Pipecat's
+    spans, and the global provider of an application that keeps Langfuse private is left alone.
+    Returns whether Pipecat's spans reach ``client``.
     """
     provider = _tracer_provider_of(client)
     if provider is None or provider is not otel_trace.get_tracer_provider():
@@ -526,6 +558,7 @@ def watch_pipecat_spans(client: Langfuse) -> bool:
     if provider not in _demoted_providers:
         provider.add_span_processor(PipecatSpanDemotion())
         provider.add_span_processor(PipecatSpanAdoption())
+        provider.sampler = FoldedSpanSampler(provider.sampler)  # read by each tracer Pipecat gets
         _demoted_providers.add(provider)
     return True
 

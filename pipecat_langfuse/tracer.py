@@ -47,7 +47,7 @@ from pipecat_langfuse._langfuse import (
     watch_pipecat_spans,
 )
 from pipecat_langfuse._observer import VoiceObserver
-from pipecat_langfuse._pipecat import adopt_conversation
+from pipecat_langfuse._pipecat import adopt_conversation, quiet_turn_tracing, share_observer_task
 from pipecat_langfuse._runner import correlate
 from pipecat_langfuse._scores import ScoreSender, shared_sender
 from pipecat_langfuse.pricing import PriceTable
@@ -228,6 +228,13 @@ class VoiceTracer:
                     self._merge_with_pipecat()
             except Exception as exc:  # noqa: BLE001 - tracing must not stop the call
                 logger.warning(f"Could not start the Langfuse trace ({exc!r}); the call goes on untraced.")
+        if self._worker is not None and not self._observers_given:
+            try:  # cost savings, not worth a call
+                if self.merged_with_pipecat:
+                    await quiet_turn_tracing(self._worker)
+                await share_observer_task(self._worker, self.observer)
+            except Exception as exc:  # noqa: BLE001
+                logger.debug(f"Pipecat's turn observers keep tasks of their own: {exc!r}")
         try:
             yield self
         finally:

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 from langfuse import Langfuse
+from opentelemetry import trace as otel_trace
+from opentelemetry.sdk.trace import Span, SpanProcessor
 from pipecat.metrics.metrics import (
     LLMUsageMetricsData,
     ProcessingMetricsData,
@@ -43,6 +45,7 @@ from app.offline import (
     offline_user_turn_strategies,
 )
 from pipecat_langfuse import PriceTable, TracingSettings, VoiceTracer
+from pipecat_langfuse._pipecat import SharedObserverTask
 from pipecat_langfuse._usage import llm_usage_details
 from tests.support.conversation import TracedCall, price_metadata, run_traced_call
 from tests.support.langfuse_rules import (
@@ -105,9 +108,23 @@ def settings_for(server: LocalLangfuse) -> TracingSettings:
     )
 
 
+class StartedSpans(SpanProcessor):
+    """The names of the spans the global provider started as recording spans."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def on_start(self, span: Span, parent_context: Any = None) -> None:
+        self.names.append(span.name)
+
+
+STARTED = StartedSpans()
+
+
 @pytest.fixture(scope="module")
 def call(server: LocalLangfuse) -> TracedCall:
     tracer = VoiceTracer(settings_for(server), conversation_id=CONVERSATION_ID, tags=("simulated",))
+    otel_trace.get_tracer_provider().add_span_processor(STARTED)  # type: ignore[attr-defined]
     return run_traced_call(server, tracer, create_offline_services(QUICK_SCRIPT))
 
 
@@ -153,6 +170,26 @@ def test_every_exported_span_of_the_conversation_shares_one_trace_id(call: Trace
     # the LLM generations. Pipecat's own conversation span is ours; its stt/tts spans are folded.
     assert Counter(s.scope for s in call.spans) == {"langfuse-sdk": 1 + 6, "pipecat.turn": 3, "pipecat": 3}
     assert call.tracer.merged_with_pipecat
+
+
+def test_pipecat_spans_that_are_folded_are_never_recorded(call: TracedCall) -> None:
+    # The sampler drops Pipecat's stt/tts spans of a merged conversation at their start: no span
+    # processor ever handles them. Its turn and llm spans are recorded (they are adopted).
+    assert (STARTED.names.count("turn"), STARTED.names.count("llm")) == (3, 3)
+    assert "stt" not in STARTED.names
+    assert "tts" not in STARTED.names
+
+
+def test_pipecat_observers_and_ours_share_one_task(call: TracedCall) -> None:
+    # Pipecat puts every frame event on a queue per observer, for a task per observer: the main
+    # cost of tracing. Its turn trace observer only used frames to start its own conversation
+    # span, which it no longer does, so it gets none; its turn and latency tracking look at each
+    # frame once, as ours does, so the three share one queue and one task.
+    worker = call.tracer._worker
+    (shared,) = [o for o in worker._observer._observers if isinstance(o, SharedObserverTask)]
+    assert shared.observers == (worker.turn_tracking_observer, worker._user_bot_latency_observer, call.tracer.observer)
+    assert [o for o in worker._observer._observers if o in (worker.turn_trace_observer, *shared.observers)] == []
+    assert worker.turn_trace_observer is not None  # still there: Pipecat's turn spans come from it
 
 
 def test_trace_name_session_user_tags_environment_and_release_are_set(call: TracedCall) -> None:
