@@ -1,1 +1,1 @@
-"""Benchmarks: costs measured as ratios against a baseline run in the same process (see docs/benchmarks.md)."""
+"""Benchmarks of the tracer: ``python -m bench`` runs them all and writes docs/benchmarks.md."""

@@ -18,6 +18,10 @@ provider and the exporter's pause after a failure start clean. Repetitions are i
 across modes, with a rotating order. Each run gets its own spool folder, ``LANGFUSE_TIMEOUT=2``
 (5 for *slow*, so that a 2 s answer is slow rather than a timeout) and ``LANGFUSE_FLUSH_TIMEOUT=5``.
 
+``python -m bench`` also runs this child for Pipecat's native tracing alone (``NATIVE``: no
+tracer of ours, Pipecat's spans over OTLP/HTTP to the stand-in) and reads each turn's
+voice-to-voice latency from the child's result.
+
 Run: ``uv run python -m bench.fault_modes`` (3 repetitions, about 6 minutes on 2 cores);
 ``--quick`` plays one repetition of a one-turn call (a smoke test, under a minute).
 """
@@ -63,6 +67,8 @@ MODES: dict[str, dict[str, Any]] = {
     "HTTP 401": {"otlp_status": 401},
     "slow (2 s per request)": {"hang_s": 2},
 }
+NATIVE = "Pipecat native tracing"
+"""Not a fault mode: Pipecat's own tracing alone (``python -m bench`` compares its loop lag), no tracer of ours."""
 OFF, HEALTHY, REFUSES, SLOW = (
     "tracing off (baseline)",
     "healthy",
@@ -143,6 +149,10 @@ def _child(mode: str, quick: bool, attribute: bool) -> int:
     app.bot.WorkerRunner = TimedRunner  # type: ignore[attr-defined]  # bench-only instrumentation
 
     script = QUICK_SCRIPT
+    if os.environ.get("BENCH_SCRIPT") == "default":
+        from app.offline import DEFAULT_SCRIPT
+
+        script = DEFAULT_SCRIPT
     if quick:
         script = CallerScript(utterances=(Utterance("Hi?", delay_secs=0.2),), replies=("Yes.",), hangup_delay_secs=0.2)
     settings = TracingSettings.from_env()
@@ -159,7 +169,10 @@ def _child(mode: str, quick: bool, attribute: bool) -> int:
         sampler = asyncio.create_task(_sample_lag(lags, stop, watchdog))
         await asyncio.sleep(0.1)  # let the sampler settle
         marks["call_started"] = time.perf_counter()
-        summary = await app.bot.run_offline_call(services, tracer)
+        if mode == NATIVE:
+            summary = await _native_call(services, marks)
+        else:
+            summary = await app.bot.run_offline_call(services, tracer)
         marks["conversation_exited"] = time.perf_counter()
         await asyncio.sleep(0.1)
         stop.set()
@@ -184,13 +197,16 @@ def _child(mode: str, quick: bool, attribute: bool) -> int:
     result = {
         "mode": mode,
         "lag_ms": [lag for _, lag in lags],
+        "v2v_s": None if summary is None else [t.voice_to_voice_s for t in summary.turns],
         "lag_call_max_ms": max(call) if call else None,
         "lag_exit_max_ms": max(exit_) if exit_ else None,
         "call_s": marks["run_returned"] - marks["call_started"],
         "conversation_exit_s": marks["conversation_exited"] - marks["run_returned"],
-        "flushed": tracer.flushed,
-        "spans": None if summary.spans is None else vars(summary.spans),
-        "conversation": {
+        "flushed": tracer.flushed if summary is not None else marks.get("flushed"),
+        "spans": None if summary is None or summary.spans is None else vars(summary.spans),
+        "conversation": None
+        if summary is None
+        else {
             "turns": [[t.number, t.user_text, t.bot_text, t.interrupted] for t in summary.turns],
             "models": [[m.kind, m.model, dict(m.usage), m.cost_usd, m.calls] for m in summary.models],
         },
@@ -200,6 +216,35 @@ def _child(mode: str, quick: bool, attribute: bool) -> int:
     }
     print(RESULT_PREFIX + json.dumps(result), flush=True)
     return 0
+
+
+async def _native_call(services: Any, marks: dict[str, Any]) -> None:
+    """The offline call as ``app.bot.run_conversation`` builds it, traced by Pipecat alone to the stand-in."""
+    from pipecat.pipeline.pipeline import Pipeline
+    from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+    from pipecat.processors.aggregators.llm_context import LLMContext
+    from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair
+
+    import app.bot
+    from bench._fast import Endpoint, otlp_provider
+
+    endpoint = Endpoint(os.environ["LANGFUSE_BASE_URL"], os.environ["LANGFUSE_PUBLIC_KEY"], SECRET_KEY)
+    provider = otlp_provider(endpoint, install_global=True)
+    user_aggregator, assistant_aggregator = LLMContextAggregatorPair(LLMContext(), user_params=services.user_params)
+    transport, stt, llm, tts = services.transport, services.stt, services.llm, services.tts
+    pipeline = Pipeline([transport.input(), stt, user_aggregator, llm, tts, transport.output(), assistant_aggregator])
+    worker = PipelineWorker(
+        pipeline,
+        params=PipelineParams(enable_metrics=True, enable_usage_metrics=True, send_initial_empty_metrics=False),
+        enable_tracing=True,
+        conversation_id="bench-native",
+        enable_rtvi=False,
+        idle_timeout_secs=None,
+    )
+    runner = app.bot.WorkerRunner(handle_sigint=False)  # type: ignore[attr-defined]
+    await runner.add_workers(worker)
+    await runner.run()
+    marks["flushed"] = await asyncio.to_thread(provider.force_flush)  # off the loop, as our tracer flushes
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,7 +271,16 @@ class Run:
         return lags[min(int(len(lags) * q), len(lags) - 1)]
 
 
-def _run_one(mode: str, rep: int, quick: bool, attribute: bool) -> Run:
+def _run_one(
+    mode: str,
+    rep: int,
+    quick: bool,
+    attribute: bool,
+    *,
+    timeouts: tuple[int, int] | None = (TIMEOUT_S, FLUSH_TIMEOUT_S),
+    script: str = "quick",
+) -> Run:
+    """One call in a child process; ``timeouts``: LANGFUSE_TIMEOUT and LANGFUSE_FLUSH_TIMEOUT (None: the defaults)."""
     from tests.support.langfuse_server import LocalLangfuse
 
     server = None
@@ -236,7 +290,7 @@ def _run_one(mode: str, rep: int, quick: bool, attribute: bool) -> Run:
     if mode == OFF:
         env["ENABLE_TRACING"] = "false"
     else:
-        server = LocalLangfuse(public_key=PUBLIC_KEY, secret_key=SECRET_KEY, **MODES[mode]).start()
+        server = LocalLangfuse(public_key=PUBLIC_KEY, secret_key=SECRET_KEY, **MODES.get(mode, {})).start()
         # A client that gave up (timeout, process exit) makes the stand-in's answer a broken pipe: not news.
         server._server.handle_error = lambda *_: None  # type: ignore[method-assign, union-attr]
         url = server.url
@@ -247,10 +301,14 @@ def _run_one(mode: str, rep: int, quick: bool, attribute: bool) -> Run:
             LANGFUSE_PUBLIC_KEY=PUBLIC_KEY,
             LANGFUSE_SECRET_KEY=SECRET_KEY,
             LANGFUSE_BASE_URL=url,
-            LANGFUSE_TIMEOUT=str(SLOW_TIMEOUT_S if mode == SLOW else TIMEOUT_S),
-            LANGFUSE_FLUSH_TIMEOUT=str(FLUSH_TIMEOUT_S),
             LANGFUSE_SPOOL_DIR=spool,
         )
+        if timeouts is not None:
+            env["LANGFUSE_TIMEOUT"] = str(SLOW_TIMEOUT_S if mode == SLOW else timeouts[0])
+            env["LANGFUSE_FLUSH_TIMEOUT"] = str(timeouts[1])
+    if mode == NATIVE:
+        env["ENABLE_TRACING"] = "false"  # no tracer of ours; the child installs Pipecat's exporter itself
+    env["BENCH_SCRIPT"] = script
     command = [sys.executable, "-m", "bench.fault_modes", "--child", mode]
     if quick:
         command.append("--quick")
@@ -261,7 +319,10 @@ def _run_one(mode: str, rep: int, quick: bool, attribute: bool) -> Run:
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
     finally:
         ended_wall = time.time()
+        received = None
         if server is not None:
+            with server._lock:
+                received = len(server.spans)
             server.stop()
         shutil.rmtree(spool, ignore_errors=True)
     process_s = time.perf_counter() - started
@@ -271,6 +332,7 @@ def _run_one(mode: str, rep: int, quick: bool, attribute: bool) -> Run:
     if SECRET_KEY in done.stdout + done.stderr:
         raise RuntimeError(f"{mode}: the secret key appeared in the child's output")
     result = json.loads(lines[-1][len(RESULT_PREFIX) :])
+    result["received_spans"] = received
     return Run(mode, rep, result, process_s, ended_wall - result["done_at"])
 
 
@@ -297,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one repetition of a one-turn call (smoke test)")
     parser.add_argument("--attribute", action="store_true", help="sample the loop's stack when it is > 5 ms late")
     parser.add_argument("--modes", nargs="+", choices=list(MODES), help="only these modes (and healthy)")
-    parser.add_argument("--child", choices=list(MODES), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=[*MODES, NATIVE], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return _child(args.child, args.quick, args.attribute)
@@ -331,6 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The conversation must be the healthy one (of the same repetition).
     for run in runs:
         healthy = next(h for h in runs if h.mode == HEALTHY and h.rep == run.rep)
+        if run.result["conversation"] is None:
+            continue  # Pipecat's native tracing keeps no summary
         run.same_conversation = run.result["conversation"] == healthy.result["conversation"]
         if not run.same_conversation:
             errors += 1
