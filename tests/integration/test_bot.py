@@ -5,6 +5,7 @@ Every run has a Langfuse secret key in its environment, and none may print it.
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -129,14 +130,20 @@ def test_a_hanging_langfuse_does_not_hold_the_call(local_langfuse: StartLocalLan
     result = run_bot(tmp_path, env, "--quick")
     assert result.returncode == 0, result.stderr
     assert total_line(result.stdout) == ["Total", "0.003534"]
-    # The stuck batch times out and goes to the spool; later batches follow it without waiting.
-    warnings = [line for line in result.stderr.splitlines() if "| WARNING  |" in line]
-    assert len(warnings) == 1, warnings
-    assert (
-        "did not answer within 5 s (LANGFUSE_TIMEOUT). The call goes on; its spans are kept in the spool" in warnings[0]
+    # Each warning explains the hang once, with its setting: a batch that timed out during the call
+    # (and went to the spool), and/or the final flush that gave up waiting for one still in flight,
+    # depending on when the SDK's first export fell in the 11 s call.
+    explanations = (
+        "did not answer within 5 s (LANGFUSE_TIMEOUT). The call goes on; its spans are kept in the spool",
+        "within 2 s (LANGFUSE_FLUSH_TIMEOUT); they may arrive late or be lost",
     )
-    # 1 conversation, 3 turns (Pipecat's), 9 generations: one tree.
-    assert "Langfuse: 0 spans sent, 13 spooled, 0 dropped;" in result.stdout
+    warnings = [line for line in result.stderr.splitlines() if "| WARNING  |" in line]
+    explained = [next(i for i, text in enumerate(explanations) if text in line) for line in warnings]
+    assert 1 <= len(explained) == len(set(explained)), warnings
+    # 1 conversation, 3 turns (Pipecat's), 9 generations: one tree; none sent, none dropped.
+    counts = re.search(r"Langfuse: 0 spans sent, (\d+) spooled, 0 dropped(?:, (\d+) pending)?", result.stdout)
+    assert counts is not None, result.stdout
+    assert int(counts[1]) + int(counts[2] or 0) == 13
     progress = [line.split(" - ", 1)[1] for line in result.stderr.splitlines() if " ended: voice-to-voice " in line]
     assert [p.split(":")[0] for p in progress] == ["Turn 1 ended", "Turn 2 ended", "Turn 3 ended"]
     assert [p.endswith(", interrupted.") for p in progress] == [True, False, False]
