@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import inspect
 import os
+import queue
 import threading
 import time
 import weakref
@@ -679,20 +680,33 @@ class TurnSpan:
 class ObservationWriter:
     """Creates the conversation's observations with explicit times and parents.
 
-    Observations are created from the observer's task, not in the code they describe,
-    so parents are passed explicitly and trace attributes come from the context captured
-    inside ``propagate_attributes`` (see :meth:`bind`). A failure goes to ``failures`` and is
-    never raised: tracing must not break the call.
+    Observations are created after the work they describe, not in its code, so parents are
+    passed explicitly and trace attributes come from the context captured inside
+    ``propagate_attributes`` (see :meth:`bind`). A failure goes to ``failures`` and is never
+    raised: tracing must not break the call.
+
+    With ``background``, turns, generations and tool calls are written by a thread of the
+    writer's own, in the order they were asked for, so the SDK's work (building and ending spans,
+    serializing their attributes) stays off the event loop; :meth:`drain` waits for it.
 
     Args:
         client: The Langfuse client to write with.
         failures: Where failures are reported; shared with the observer so a call has one count.
+        content: What of the content may leave the process.
+        background: Write from a thread of the writer's own.
     """
 
     def __init__(
-        self, client: Langfuse, failures: FailureLog | None = None, content: ContentPolicy | None = None
+        self,
+        client: Langfuse,
+        failures: FailureLog | None = None,
+        content: ContentPolicy | None = None,
+        *,
+        background: bool = False,
     ) -> None:
         """Wrap ``client``; call :meth:`bind` before the conversation starts."""
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] | None = queue.SimpleQueue() if background else None
+        self._thread: threading.Thread | None = None
         self._client = client
         self.content = content if content is not None else ContentPolicy()
         self._sampled = True
@@ -735,8 +749,39 @@ class ObservationWriter:
         """
         turn = TurnSpan(number=number, start_ns=start_ns)
         if self._pipecat_spans is None:
-            self._resolve(turn)
+            self._submit(lambda: self._resolve(turn))
         return turn
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until what was asked for is written, and stop the writing thread (blocking).
+
+        Returns whether it was all written within ``timeout``; what comes after is written at once.
+        """
+        jobs, thread = self._jobs, self._thread
+        self._jobs = None
+        if jobs is None or thread is None:
+            return True
+        jobs.put(None)
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def _submit(self, job: Callable[[], None]) -> None:
+        """Run ``job`` now, or on the writing thread after what was asked for before it."""
+        jobs = self._jobs
+        if jobs is None:
+            job()
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._write, args=(jobs,), name="pipecat-langfuse-writer", daemon=True
+            )
+            self._thread.start()
+        jobs.put(job)
+
+    def _write(self, jobs: queue.SimpleQueue[Callable[[], None] | None]) -> None:
+        while (job := jobs.get()) is not None:
+            with self._guard("writing an observation"):
+                job()
 
     def end_turn(
         self,
@@ -757,14 +802,34 @@ class ObservationWriter:
         """
         if turn is None:
             return
+        self._submit(
+            lambda: self._end_turn(
+                turn,
+                end_ns=end_ns,
+                fields={"input": input, "output": output, "metadata": dict(metadata)},
+                level=level,
+                status_message=status_message,
+                scores=scores,
+            )
+        )
+
+    def _end_turn(
+        self,
+        turn: TurnSpan,
+        *,
+        end_ns: int,
+        fields: dict[str, Any],
+        level: SpanLevel | None,
+        status_message: str | None,
+        scores: Mapping[str, float | bool | str] | None,
+    ) -> None:
         with self._guard("ending a turn span"):
             self._resolve(turn)
             if turn.observation is None:
                 return
             if turn.adopted is not None:
                 turn.adopted.span.update_name(f"turn {turn.number}")
-            fields = self.content.apply({"input": input, "output": output, "metadata": dict(metadata)})
-            turn.observation.update(**fields, level=level, status_message=status_message)
+            turn.observation.update(**self.content.apply(fields), level=level, status_message=status_message)
             if turn.adopted is not None:
                 turn.adopted.release()
             else:
@@ -801,6 +866,9 @@ class ObservationWriter:
 
     def tool(self, *, parent: TurnSpan | None, name: str, start_ns: int, end_ns: int, **fields: Any) -> None:
         """Create and end one ``tool`` observation spanning ``start_ns``..``end_ns`` under ``parent``."""
+        self._submit(lambda: self._tool(parent=parent, name=name, start_ns=start_ns, end_ns=end_ns, fields=fields))
+
+    def _tool(self, *, parent: TurnSpan | None, name: str, start_ns: int, end_ns: int, fields: dict[str, Any]) -> None:
         with self._guard(f"recording the tool call {name}"):
             fields = self.content.apply(fields)
             self._start(LangfuseTool, name, self._parent(parent), start_ns, fields).end(end_time=end_ns)
@@ -823,6 +891,31 @@ class ObservationWriter:
         Pipecat, becomes the generation: it keeps Pipecat's times and attributes (and whatever
         started inside the call nests under it) and gets the generation's name and fields.
         """
+        self._submit(
+            lambda: self._generation(
+                parent=parent,
+                name=name,
+                start_ns=start_ns,
+                end_ns=end_ns,
+                completion_start_ns=completion_start_ns,
+                adopt_llm_span=adopt_llm_span,
+                scores=scores,
+                fields=fields,
+            )
+        )
+
+    def _generation(
+        self,
+        *,
+        parent: TurnSpan | None,
+        name: str,
+        start_ns: int,
+        end_ns: int,
+        completion_start_ns: int | None,
+        adopt_llm_span: bool,
+        scores: Mapping[str, float | bool | str] | None,
+        fields: dict[str, Any],
+    ) -> None:
         with self._guard(f"recording a {name} generation"):
             fields = self.content.apply(fields)
             parent_context = self._parent(parent)

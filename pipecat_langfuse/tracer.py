@@ -116,7 +116,9 @@ class VoiceTracer:
             client = client if client is not None else build_client(settings)
             # Pipecat's turn spans reach Langfuse only through a client of ours, whose export filter takes them.
             self._pipecat_spans_reach_langfuse = watch_pipecat_spans(client) and built_here
-            self._writer = ObservationWriter(client, content=ContentPolicy(capture=settings.capture_content, mask=mask))
+            self._writer = ObservationWriter(
+                client, content=ContentPolicy(capture=settings.capture_content, mask=mask), background=True
+            )
             if built_here and settings.public_key and settings.secret_key:  # scores go with the client we built
                 self._scores = shared_sender(settings)
                 self._writer.send_scores(self._scores, settings.environment)
@@ -239,6 +241,7 @@ class VoiceTracer:
             yield self
         finally:
             self.observer.finish()
+            await self._drain_writer()
             if root is not None:
                 self._close_root(root, await self._call_audio())
             stack.close()
@@ -306,6 +309,17 @@ class VoiceTracer:
             logger.warning(f"Flushing traces to Langfuse failed: {exc!r}")
             return False
         return True
+
+    async def _drain_writer(self) -> None:
+        """Wait, off the event loop, for the writer's thread to write the conversation's last observations."""
+        writer = self._writer
+        if writer is None:
+            return
+        timeout = self.settings.flush_timeout_s
+        try:
+            await asyncio.wait_for(_in_daemon_thread(lambda: writer.drain(timeout)), timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - a slow writer must not fail the call
+            logger.warning(f"Writing the last observations took longer than {timeout:g} s: {exc!r}")
 
     async def _call_audio(self) -> dict[str, Any]:
         """The whole call's stereo audio as media for the conversation's metadata, built off the event loop."""
