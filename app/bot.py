@@ -46,7 +46,7 @@ from pipecat_langfuse import ConversationSummary, PriceTable, PricingError, Sett
 if TYPE_CHECKING:
     from app.offline import Flavor, OfflineS2SServices, OfflineServices
 
-__all__ = ["CallStop", "bot", "main", "run_conversation", "run_offline", "run_offline_call", "run_offline_s2s_call"]
+__all__ = ["CallStop", "bot", "main", "run_conversation", "run_offline", "run_offline_call"]
 
 LOG_LEVEL = "LOG_LEVEL"
 SIMULATED_TAG = "simulated"
@@ -176,7 +176,7 @@ async def run_offline(
 
     async def call() -> ConversationSummary:
         if s2s is not None:
-            return await run_offline_s2s_call(create_offline_s2s_services(script, flavor=s2s), tracer, stop=stop)
+            return await run_offline_call(create_offline_s2s_services(script, flavor=s2s), tracer, stop=stop)
         return await run_offline_call(create_offline_services(script), tracer, stop=stop)
 
     if stop is None:
@@ -194,41 +194,28 @@ def _offline_metadata(s2s: Flavor | None) -> dict[str, str]:
 
 
 async def run_offline_call(
-    services: OfflineServices,
+    services: OfflineServices | OfflineS2SServices,
     tracer: VoiceTracer,
     *,
     observers: Sequence[BaseObserver] = (),
     stop: CallStop | None = None,
     pipecat_tracing: bool = True,
 ) -> ConversationSummary:
-    """Run the call of ``services`` (transport, offline services, turn strategies) with ``tracer``."""
+    """Run the call of ``services`` with ``tracer``: offline STT, LLM and TTS, or one speech-to-speech service."""
+    from app.offline import OfflineS2SServices
+
+    stt: STTService | None
+    llm: LLMService[Any]
+    tts: TTSService | None
+    if isinstance(services, OfflineS2SServices):
+        stt, llm, tts = None, services.s2s, None
+    else:
+        stt, llm, tts = services.stt, services.llm, services.tts
     return await run_conversation(
         transport=services.transport,
-        stt=services.stt,
-        llm=services.llm,
-        tts=services.tts,
-        tracer=tracer,
-        user_params=services.user_params,
-        observers=observers,
-        stop=stop,
-        pipecat_tracing=pipecat_tracing,
-    )
-
-
-async def run_offline_s2s_call(
-    services: OfflineS2SServices,
-    tracer: VoiceTracer,
-    *,
-    observers: Sequence[BaseObserver] = (),
-    stop: CallStop | None = None,
-    pipecat_tracing: bool = True,
-) -> ConversationSummary:
-    """Run the speech-to-speech call of ``services`` (transport, offline S2S service, turn strategies)."""
-    return await run_conversation(
-        transport=services.transport,
-        stt=None,
-        llm=services.s2s,
-        tts=None,
+        stt=stt,
+        llm=llm,
+        tts=tts,
         tracer=tracer,
         user_params=services.user_params,
         observers=observers,

@@ -30,6 +30,7 @@ module, checked against langfuse 5.0.4.
 from __future__ import annotations
 
 import base64
+import functools
 import inspect
 import os
 import queue
@@ -40,7 +41,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Concatenate, ParamSpec, cast
 
 from langfuse import Langfuse, LangfuseGeneration, LangfuseOtelSpanAttributes, LangfuseSpan, LangfuseTool
 from langfuse._version import __version__ as langfuse_version
@@ -677,6 +678,21 @@ class TurnSpan:
     adopted: _HeldSpan | None = None
 
 
+_P = ParamSpec("_P")
+
+
+def _in_order(
+    method: Callable[Concatenate[ObservationWriter, _P], None],
+) -> Callable[Concatenate[ObservationWriter, _P], None]:
+    """Run the writer's ``method`` on its writing thread, after what was asked for before (see ``background``)."""
+
+    @functools.wraps(method)
+    def submit(self: ObservationWriter, /, *args: _P.args, **kwargs: _P.kwargs) -> None:
+        self._submit(lambda: method(self, *args, **kwargs))
+
+    return submit
+
+
 class ObservationWriter:
     """Creates the conversation's observations with explicit times and parents.
 
@@ -783,6 +799,7 @@ class ObservationWriter:
             with self._guard("writing an observation"):
                 job()
 
+    @_in_order
     def end_turn(
         self,
         turn: TurnSpan | None,
@@ -802,34 +819,14 @@ class ObservationWriter:
         """
         if turn is None:
             return
-        self._submit(
-            lambda: self._end_turn(
-                turn,
-                end_ns=end_ns,
-                fields={"input": input, "output": output, "metadata": dict(metadata)},
-                level=level,
-                status_message=status_message,
-                scores=scores,
-            )
-        )
-
-    def _end_turn(
-        self,
-        turn: TurnSpan,
-        *,
-        end_ns: int,
-        fields: dict[str, Any],
-        level: SpanLevel | None,
-        status_message: str | None,
-        scores: Mapping[str, float | bool | str] | None,
-    ) -> None:
         with self._guard("ending a turn span"):
             self._resolve(turn)
             if turn.observation is None:
                 return
             if turn.adopted is not None:
                 turn.adopted.span.update_name(f"turn {turn.number}")
-            turn.observation.update(**self.content.apply(fields), level=level, status_message=status_message)
+            fields = self.content.apply({"input": input, "output": output, "metadata": dict(metadata)})
+            turn.observation.update(**fields, level=level, status_message=status_message)
             if turn.adopted is not None:
                 turn.adopted.release()
             else:
@@ -864,17 +861,17 @@ class ObservationWriter:
                     )
                 )
 
-    def tool(self, *, parent: TurnSpan | None, name: str, start_ns: int, end_ns: int, **fields: Any) -> None:
+    @_in_order
+    def tool(self, /, *, parent: TurnSpan | None, name: str, start_ns: int, end_ns: int, **fields: Any) -> None:
         """Create and end one ``tool`` observation spanning ``start_ns``..``end_ns`` under ``parent``."""
-        self._submit(lambda: self._tool(parent=parent, name=name, start_ns=start_ns, end_ns=end_ns, fields=fields))
-
-    def _tool(self, *, parent: TurnSpan | None, name: str, start_ns: int, end_ns: int, fields: dict[str, Any]) -> None:
         with self._guard(f"recording the tool call {name}"):
             fields = self.content.apply(fields)
             self._start(LangfuseTool, name, self._parent(parent), start_ns, fields).end(end_time=end_ns)
 
+    @_in_order
     def generation(
         self,
+        /,
         *,
         parent: TurnSpan | None,
         name: str,
@@ -891,31 +888,6 @@ class ObservationWriter:
         Pipecat, becomes the generation: it keeps Pipecat's times and attributes (and whatever
         started inside the call nests under it) and gets the generation's name and fields.
         """
-        self._submit(
-            lambda: self._generation(
-                parent=parent,
-                name=name,
-                start_ns=start_ns,
-                end_ns=end_ns,
-                completion_start_ns=completion_start_ns,
-                adopt_llm_span=adopt_llm_span,
-                scores=scores,
-                fields=fields,
-            )
-        )
-
-    def _generation(
-        self,
-        *,
-        parent: TurnSpan | None,
-        name: str,
-        start_ns: int,
-        end_ns: int,
-        completion_start_ns: int | None,
-        adopt_llm_span: bool,
-        scores: Mapping[str, float | bool | str] | None,
-        fields: dict[str, Any],
-    ) -> None:
         with self._guard(f"recording a {name} generation"):
             fields = self.content.apply(fields)
             parent_context = self._parent(parent)

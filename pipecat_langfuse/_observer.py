@@ -495,9 +495,10 @@ class VoiceObserver(BaseObserver):
         self._start_unit(data, context_id=None)
 
     def _on_tts_start(self, data: FramePushed, frame: TTSStartedFrame) -> None:
-        if self._kind(data.source) == "tts":
+        kind = self._kind(data.source)
+        if kind == "tts":
             self._start_unit(data, context_id=frame.context_id)
-        elif self._kind(data.source) == "llm":  # a speech-to-speech reply's audio: part of the open response
+        elif kind == "llm":  # a speech-to-speech reply's audio: part of the open response
             self._speech_services.add(data.source.name)
             self._unit(data, "llm")
 

@@ -39,7 +39,7 @@ from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.utils.text.base_text_aggregator import TextType
 
-from app.bot import run_offline_s2s_call
+from app.bot import run_offline_call
 from app.offline import (
     QUICK_SCRIPT,
     SIMULATED_S2S_MODELS,
@@ -160,7 +160,7 @@ def played(request: pytest.FixtureRequest, server: LocalLangfuse) -> Played:
     )
     tracer = VoiceTracer(settings, conversation_id=f"conv-s2s-{flavor}", prices=PRICES)
     before = len(server.spans)
-    run = run_offline_s2s_call(services, tracer, observers=[recorder])
+    run = run_offline_call(services, tracer, observers=[recorder])
     summary = asyncio.run(asyncio.wait_for(run, CALL_TIMEOUT_SECS))
     spans = [s for s in server.spans[before:] if s.trace_id == tracer.trace_id]
     return Played(services, recorder, tracer, summary, spans)
