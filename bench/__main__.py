@@ -48,6 +48,10 @@ REALTIME_LABELS = {
 }
 LAG_MODES = (OFF, HEALTHY, NATIVE, HANGS)
 SHUTDOWN_MODES = (HEALTHY, DOWN, HANGS)
+COST_NOTES = "docs/design/tracing-cost.md"
+"""Where the report sends a reader for the causes of a missed throughput target."""
+LATENCY_PAIRS = 2
+"""Pairs of calls (tracing off, on) the latency section adds to each repetition, beside the loop lag's pair."""
 README_TIMEOUTS = (5, 10)  # LANGFUSE_TIMEOUT, LANGFUSE_FLUSH_TIMEOUT: the README's documented defaults
 SMOKE_TIMEOUTS = (1, 2)
 
@@ -69,10 +73,11 @@ class Sizes:
     jobs: int  # child processes at once
     timeouts: tuple[int, int]
     quick_call: bool
+    latency_pairs: int
 
 
-FULL = Sizes(20, 2, (10, 100, 1000), (10, 100, 1000), 2, 1, README_TIMEOUTS, False)
-SMOKE = Sizes(2, 1, (2, 5, 10), (2, 5), 1, 3, SMOKE_TIMEOUTS, True)
+FULL = Sizes(20, 2, (10, 100, 1000), (10, 100, 1000), 2, 1, README_TIMEOUTS, False, LATENCY_PAIRS)
+SMOKE = Sizes(2, 1, (2, 5, 10), (2, 5), 1, 3, SMOKE_TIMEOUTS, True, 1)
 USAGE_SHAPE = {"user_s": 0.4, "bot_s": 0.6, "gap_s": 0.2, "words": 8}
 MEMORY_SHAPE = {"user_s": 0.4, "bot_s": 0.6, "gap_s": 0.2, "words": 8}
 
@@ -115,6 +120,7 @@ def run_child(spec: dict[str, Any], server: RemoteLangfuse) -> dict[str, Any]:
 class Results:
     throughput: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {v: [] for v in THROUGHPUT_VARIANTS})
     realtime: dict[str, list[fault_modes.Run]] = field(default_factory=dict)
+    latency: dict[str, list[fault_modes.Run]] = field(default_factory=lambda: {OFF: [], HEALTHY: []})
     skipped: dict[str, str] = field(default_factory=dict)
     usage: dict[str, Any] | None = None
     memory: dict[str, Any] | None = None
@@ -176,6 +182,17 @@ def plan(args: argparse.Namespace, sizes: Sizes, server: RemoteLangfuse, results
 
         return job
 
+    def latency(mode: str, rep: int) -> Callable[[], None]:
+        def job() -> None:
+            run = fault_modes._run_one(mode, rep, sizes.quick_call, False, timeouts=sizes.timeouts, script="quick")
+            results.latency[mode].append(run)
+            progress(
+                f"latency rep {rep + 1}/{args.reps} {mode}: call {run.result['call_s']:.1f} s, "
+                f"{len(run.result['v2v_s'] or [])} turns"
+            )
+
+        return job
+
     def usage() -> None:
         spec = {"job": "usage", "turns": list(sizes.usage_turns), "reps": args.reps, "shape": USAGE_SHAPE}
         results.usage = run_child(spec, server)
@@ -196,6 +213,8 @@ def plan(args: argparse.Namespace, sizes: Sizes, server: RemoteLangfuse, results
         if "throughput" in args.only:
             jobs += [throughput(v, rep) for v in rotate(THROUGHPUT_VARIANTS, rep)]
         jobs += [realtime(m, rep) for m in rotate(modes, rep)]
+        if "latency" in args.only:
+            jobs += [latency(m, rep) for _ in range(sizes.latency_pairs) for m in rotate((OFF, HEALTHY), rep)]
     if "usage" in args.only:
         jobs.append(usage)
     if "memory" in args.only:
@@ -319,6 +338,13 @@ class Report:
             "",
             "- no observer: `enable_turn_tracking=False`, no observer at all.",
             "- no-op observer: a `BaseObserver(observe_every_push=False)` that counts frames; no turn tracking.",
+            "- Pipecat's default worker: `PipelineWorker` with its defaults (`enable_turn_tracking=True`: Pipecat's "
+            "`TurnTrackingObserver`, the one observer a stock bot already runs), no tracing, no observer of ours.",
+            "- Langfuse SDK alone: the no-op observer, which writes the tracer's tree with the plain SDK "
+            "(`Langfuse(...)` as its documentation builds it): at each `LLMFullResponseEndFrame`, `start_observation` "
+            "of a `turn N` span with an STT, an LLM and a TTS generation (model, input, output, integer usage, cost) "
+            "under one conversation span, exported to the stand-in. The same number of observations as the tracer, "
+            "with none of its logic: the floor of any tracer that writes this tree to Langfuse.",
             "- our observer, recording only: `VoiceTracer(TracingSettings(enabled=False))`, `tracer.attach(worker)`, "
             "inside `tracer.conversation()`; no turn tracking.",
             "- our observer, exporting: `VoiceTracer(TracingSettings(enabled=True, …))` to the stand-in, "
@@ -345,14 +371,21 @@ class Report:
                 f"the no-op observer: {verdict(met)}. Full ÷ native wall time {spread(full_native, '{:.3f}')}; "
                 f"full ÷ no-op {spread(full_noop, '{:.3f}')} (paired repetitions). For scale: native ÷ no-op "
                 f"{spread(paired(r, 'native', 'noop'), '{:.3f}')}, OpenInference ÷ no-op "
-                f"{spread(paired(r, 'openinference', 'noop'), '{:.3f}')}."
+                f"{spread(paired(r, 'openinference', 'noop'), '{:.3f}')}." + ("" if met else f" Why: {COST_NOTES}.")
             )
         if alone and recording:
             met = statistics.median(alone) <= TARGET_SLOWDOWN_OBSERVER
+            floors = [
+                f"{LABELS[v].split(':')[0]} {spread(paired(r, v, 'noop'), '{:.3f}')}"
+                for v in ("turns", "sdk")
+                if paired(r, v, "noop")
+            ]
             self.reading.append(
                 f"- Our observer alone ≤ ×{TARGET_SLOWDOWN_OBSERVER:.2f} the no-op observer: {verdict(met)}. "
                 f"Exporting (Pipecat tracing off) {spread(alone, '{:.3f}')}; recording only "
                 f"{spread(recording, '{:.3f}')} (the verdict uses the exporting one)."
+                + (f" Floors, ÷ no-op: {'; '.join(floors)}." if floors else "")
+                + ("" if met else f" Where the rest goes: {COST_NOTES}.")
             )
         return lines
 
@@ -400,11 +433,15 @@ class Report:
     def latency(self) -> list[str]:
         if "latency" not in self.args.only:
             return []
-        on, off = self.realtime_runs(HEALTHY), self.realtime_runs(OFF)
+        s = self.sizes
+        pairs = [
+            *zip(self.realtime_runs(HEALTHY), self.realtime_runs(OFF), strict=False),
+            *zip(self.results.latency[HEALTHY], self.results.latency[OFF], strict=False),
+        ]
         diffs: list[float] = []
         on_all: list[float] = []
         off_all: list[float] = []
-        for a, b in zip(on, off, strict=False):  # the same repetition
+        for a, b in pairs:  # the same script and repetition
             for x, y in zip(a.result["v2v_s"] or [], b.result["v2v_s"] or [], strict=False):
                 if x is not None and y is not None:
                     diffs.append((x - y) * 1e3)
@@ -413,9 +450,10 @@ class Report:
         lines = [
             "## Voice-to-voice latency added",
             "",
-            "The same real-time processes as the loop lag: tracing on (README full configuration, healthy "
-            "endpoint) and off, interleaved. The difference is taken per turn and repetition "
-            "(`summary.turns[i].voice_to_voice_s`, on minus off, the same turn of the same repetition).",
+            "Real-time calls with tracing on (README full configuration, healthy endpoint) and off, "
+            f"interleaved: the loop lag's pair of each repetition and {s.latency_pairs} more pair(s) of the same "
+            "call, in fresh processes. The difference is taken per turn (`summary.turns[i].voice_to_voice_s`, "
+            "on minus off, the same turn of the same pair).",
             "",
             "| Pairs (turns × repetitions) | Off: median (ms) | On: median (ms) | Difference p50 (ms) "
             "| Difference p95 (ms) |",

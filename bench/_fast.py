@@ -28,17 +28,19 @@ from typing import Any
 RESULT_PREFIX = "BENCH-RESULT "
 OTLP_PATH = "/api/public/otel/v1/traces"
 
-THROUGHPUT_VARIANTS = ("baseline", "noop", "recording", "exporting", "full", "native", "openinference")
+THROUGHPUT_VARIANTS = ("baseline", "noop", "turns", "sdk", "recording", "exporting", "full", "native", "openinference")
 LABELS = {
     "baseline": "no observer (baseline)",
     "noop": "no-op observer",
+    "turns": "Pipecat's default worker: its turn tracking, no observer of ours",
+    "sdk": "Langfuse SDK alone: the same tree from a no-op observer",
     "recording": "our observer, recording only",
     "exporting": "our observer, exporting (Pipecat tracing off)",
     "full": "README full configuration",
     "native": "Pipecat native tracing (OTLP/HTTP)",
     "openinference": "openinference-instrumentation-pipecat (OTLP/HTTP)",
 }
-EXPORTS = ("exporting", "full", "native", "openinference")
+EXPORTS = ("sdk", "exporting", "full", "native", "openinference")
 """Variants that must have delivered spans to the stand-in."""
 
 
@@ -80,6 +82,58 @@ def otlp_provider(endpoint: Endpoint, *, install_global: bool) -> Any:
     return provider
 
 
+def sdk_tree_observer(client: Any, conversation_id: str) -> Any:
+    """A no-op observer that writes the tracer's tree with the plain Langfuse SDK: the floor of any Langfuse tracer.
+
+    At each ``LLMFullResponseEndFrame`` (one per turn) it starts and ends a ``turn N`` span with
+    an STT, an LLM and a TTS generation under it (model, input, output, integer usage, cost), all
+    under one conversation span: the observations our tracer writes for a turn, with none of its
+    logic. Written on the loop, as ``start_observation`` is used in the SDK's documentation.
+    """
+    from langfuse import propagate_attributes
+    from pipecat.frames.frames import LLMFullResponseEndFrame
+
+    from bench.observer_overhead import NoOpObserver
+
+    class SdkTreeObserver(NoOpObserver):
+        def __init__(self) -> None:
+            super().__init__()
+            self.turns = 0
+            self.root: Any = None
+
+        def open(self) -> None:
+            with propagate_attributes(session_id=conversation_id, trace_name="conversation"):
+                self.root = client.start_observation(as_type="span", name="conversation")
+
+        def close(self) -> None:
+            self.root.end()
+
+        async def on_push_frame(self, data: Any) -> None:
+            self.frames += 1
+            if not isinstance(data.frame, LLMFullResponseEndFrame):
+                return
+            self.turns += 1
+            turn = self.root.start_observation(as_type="span", name=f"turn {self.turns}", input="hello", output="hi")
+            for name, model, usage, cost in (
+                ("stt", "nova-3", {"input_audio_seconds": 2}, {"input": 0.0002}),
+                ("llm", "gpt-4o-mini", {"input": 120, "output": 24}, {"input": 0.000018, "output": 0.0000144}),
+                ("tts", "sonic-2", {"input_characters": 110}, {"input": 0.0033}),
+            ):
+                turn.start_observation(
+                    as_type="generation",
+                    name=name,
+                    model=model,
+                    input="what the caller said",
+                    output="what the bot said",
+                    usage_details=usage,
+                    cost_details=cost,
+                    metadata={"turn": self.turns},
+                ).end()
+            turn.end()
+
+    return SdkTreeObserver()
+
+
 class Harness:
     """Runs observer_overhead's scripted call under one variant, in this process."""
 
@@ -96,7 +150,14 @@ class Harness:
             enabled=True, public_key=endpoint.public_key, secret_key=endpoint.secret_key, base_url=endpoint.url
         )
         self.provider: Any = None
-        if variant == "native":
+        self.client: Any = None
+        if variant == "sdk":  # the plain SDK, as its documentation builds it
+            from langfuse import Langfuse
+
+            self.client = Langfuse(
+                public_key=endpoint.public_key, secret_key=endpoint.secret_key, base_url=endpoint.url
+            )
+        elif variant == "native":
             self.provider = otlp_provider(endpoint, install_global=True)
         elif variant == "openinference":
             from openinference.instrumentation.pipecat import PipecatInstrumentor
@@ -124,6 +185,8 @@ class Harness:
                 conversation_id=tracer.conversation_id,  # type: ignore[union-attr]
                 **common,
             )
+        elif v == "turns":  # PipelineWorker's defaults: its TurnTrackingObserver, no tracing
+            worker = PipelineWorker(pipeline, observers=observers, conversation_id=conversation_id, **common)
         elif v == "native":  # Pipecat's own spans to the global provider, no tracer of ours
             worker = PipelineWorker(
                 pipeline, observers=observers, enable_tracing=True, conversation_id=conversation_id, **common
@@ -143,10 +206,14 @@ class Harness:
     def flush(self) -> None:
         if self.provider is not None:
             self.provider.force_flush()
+        if self.client is not None:
+            self.client.flush()
 
     def shutdown(self) -> None:
         if self.provider is not None:
             self.provider.shutdown()
+        if self.client is not None:
+            self.client.shutdown()
 
 
 async def run_call(
@@ -161,6 +228,9 @@ async def run_call(
     clock = ScriptClock()
     if harness.variant == "noop" and noop is None:
         noop = NoOpObserver()
+    if harness.variant == "sdk":
+        noop = sdk_tree_observer(harness.client, conversation_id)
+        noop.open()
     observers = [o for o in (noop, recorder) if o is not None]
     worker, tracer = harness.worker_and_tracer(
         build_pipeline(workload, tally, clock), clock, conversation_id, observers
@@ -173,7 +243,9 @@ async def run_call(
     async with conversation:
         await runner.run()
         run_end = time.perf_counter()
-    harness.flush()  # native and OpenInference: their BatchSpanProcessor; ours flushed on conversation exit
+    if harness.variant == "sdk":
+        noop.close()
+    harness.flush()  # native, OpenInference and the SDK: their BatchSpanProcessor; ours flushed on conversation exit
     result: dict[str, Any] = {
         "wall_s": run_end - start,
         "flush_s": time.perf_counter() - run_end,
