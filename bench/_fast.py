@@ -355,6 +355,7 @@ async def usage(spec: dict[str, Any], endpoint: Endpoint) -> dict[str, Any]:
         events = recorder.events
         usage_events = sum(1 for e in events if _is_usage(e.frame))
         reps = []
+        pooled: list[int] = []  # every usage report of every replay of this size
         is_usage = [_is_usage(e.frame) for e in events]
         for rep in range(spec["reps"]):
             times: list[int] = []
@@ -370,6 +371,7 @@ async def usage(spec: dict[str, Any], endpoint: Endpoint) -> dict[str, Any]:
                         (times if usage_report else others).append(clock() - start)
             finally:
                 gc.unfreeze()
+            pooled += times
             times.sort()
             others.sort()
             reps.append(
@@ -381,7 +383,13 @@ async def usage(spec: dict[str, Any], endpoint: Endpoint) -> dict[str, Any]:
                     "other_max_us": others[-1] / 1e3,
                 }
             )
-        out[str(turns)] = {"events": len(events), "usage_events": usage_events, "reps": reps}
+        pooled.sort()
+        out[str(turns)] = {
+            "events": len(events),
+            "usage_events": usage_events,
+            "reps": reps,
+            "pooled_p99_us": pooled[min(int(len(pooled) * 0.99), len(pooled) - 1)] / 1e3,
+        }
         del recorder, events
     return {"sizes": out, "problems": []}
 
