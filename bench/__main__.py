@@ -624,7 +624,7 @@ TAIL = [
     "## How to run",
     "",
     "```sh",
-    "uv run --group bench python -m bench            # every section, 5 repetitions: about 11 minutes on 2 cores",
+    "uv run --group bench python -m bench            # every section, 5 repetitions: about 18 minutes on 2 cores",
     "uv run --group bench python -m bench --smoke    # tiny sizes, 1 repetition, about 30 s (CI: tests/bench)",
     "uv run --group bench python -m bench --only throughput,lag --reps 3 --output /tmp/b.md",
     "```",
@@ -642,6 +642,9 @@ TAIL = [
     "- `uv run python -m bench.fault_modes`: loop lag and shutdown under more endpoint failures "
     "(HTTP 503, 429, 401, slow), with `--attribute` to name the longest blocking section.",
     "- `uv run python -m bench.many_calls`: many concurrent offline calls in one process, tracing on vs off.",
+    "- `uv run --group bench python -m bench.export_cost`: the throughput call with one part of the export "
+    "path taken away at a time (writes, the writer thread, scores, the exporter); its findings are in "
+    "docs/design/tracing-cost.md.",
     "",
     "## Limits",
     "",

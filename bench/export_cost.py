@@ -4,8 +4,8 @@
 observer_overhead's scripted call (20 turns, as fast as the loop allows) in fresh processes,
 interleaved over repetitions, and reports the median wall time of ``runner.run()``, the time spent
 in the observers' ``on_push_frame`` and in the garbage collector, and the process's CPU time per
-call (every thread, the final flush included). The parts are taken away by patching, in the child
-only:
+call (every thread, the final flush included), and the spans the stand-in received from that
+process (the warm-up call included). The parts are taken away by patching, in the child only:
 
 - ``no observations written``: ``ObservationWriter._submit`` drops its job (no SDK span is built);
 - ``written on the loop``: the writer without its thread (``background=False``);
@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,7 @@ def _take_away(part: str) -> None:
         raise ValueError(f"unknown part {part!r}")
 
 
-async def _child(variant: str, part: str, calls: int, endpoint: Endpoint) -> dict[str, Any]:
+async def _child(variant: str, part: str, calls: int, turns: int, endpoint: Endpoint) -> dict[str, Any]:
     from pipecat.workers.runner import WorkerRunner
 
     from bench.observer_overhead import NoOpObserver
@@ -108,7 +109,7 @@ async def _child(variant: str, part: str, calls: int, endpoint: Endpoint) -> dic
             in_gc[0] += time.perf_counter() - in_gc[1]
 
     harness = Harness(variant, endpoint)
-    workload = _workload({"turns": 20})
+    workload = _workload({"turns": turns})
     await run_call(harness, workload, "warm-up")
     gc.callbacks.append(collector)
     rows = []
@@ -128,7 +129,9 @@ def child(spec_json: str) -> int:
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
     spec = json.loads(spec_json)
-    result = asyncio.run(_child(spec["variant"], spec["part"], spec["calls"], Endpoint(**spec["endpoint"])))
+    result = asyncio.run(
+        _child(spec["variant"], spec["part"], spec["calls"], spec["turns"], Endpoint(**spec["endpoint"]))
+    )
     print(RESULT_PREFIX + json.dumps(result), flush=True)
     return 0
 
@@ -137,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--reps", type=int, default=3, help="fresh processes per variant (default 3)")
     parser.add_argument("--calls", type=int, default=10, help="timed calls per process (default 10)")
+    parser.add_argument("--turns", type=int, default=20, help="turns per call (default 20)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -149,10 +153,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         endpoint = {"url": server.url, "public_key": server.public_key, "secret_key": server.secret_key}
         for rep in range(args.reps):
             for i, (variant, part, label) in enumerate(VARIANTS):
-                spec = {"variant": variant, "part": part, "calls": args.calls, "endpoint": endpoint}
+                spec = {
+                    "variant": variant,
+                    "part": part,
+                    "calls": args.calls,
+                    "turns": args.turns,
+                    "endpoint": endpoint,
+                }
+                run_id = f"export-cost-{rep}-{i}-{uuid.uuid4().hex[:8]}"
                 done = subprocess.run(
                     [sys.executable, "-m", "bench.export_cost", "--child", json.dumps(spec)],
-                    env=child_env(f"export-cost-{rep}-{i}"),
+                    env=child_env(run_id),
                     cwd=ROOT,
                     capture_output=True,
                     text=True,
@@ -163,20 +174,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if done.returncode != 0 or not lines:
                     print(done.stderr[-3000:], file=sys.stderr)
                     return 1
-                results[i].append(json.loads(lines[-1][len(RESULT_PREFIX) :]))
+                result = json.loads(lines[-1][len(RESULT_PREFIX) :])
+                result["spans"] = sum(server.run_span_names(run_id).values())
+                results[i].append(result)
                 print(f"rep {rep + 1}/{args.reps} {label}: {results[i][-1]['wall']:.0f} ms", file=sys.stderr)
     noop = statistics.median(r["wall"] for r in results[0])
-    print(f"Median over {args.reps} processes of each one's median over {args.calls} calls (20 turns each).\n")
+    print(
+        f"Median over {args.reps} processes of each one's median over {args.calls} calls ({args.turns} turns each).\n"
+    )
     print(
         "| Variant | Wall of `runner.run()` (ms) | × no-op | In `on_push_frame` (ms) | In GC (ms) "
-        "| Process CPU per call (ms) |"
+        "| Process CPU per call (ms) | Spans received |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for i, (_, _, label) in enumerate(VARIANTS):
         med = {k: statistics.median(r[k] for r in results[i]) for k in ("wall", "obs", "gc", "cpu")}
         print(
             f"| {label} | {med['wall']:.0f} | {med['wall'] / noop:.3f} | {med['obs']:.1f} | {med['gc']:.0f} "
-            f"| {med['cpu']:.0f} |"
+            f"| {med['cpu']:.0f} | {statistics.median(r['spans'] for r in results[i]):.0f} |"
         )
     return 0
 
