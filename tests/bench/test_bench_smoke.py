@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 from bench.__main__ import LAG_MODES, REALTIME_LABELS
 from bench._fast import LABELS, THROUGHPUT_VARIANTS
+from tests.bench._run import run_module
 
-ROOT = Path(__file__).resolve().parents[2]
 SECTIONS = (
     "## Reading",
     "## Throughput",
@@ -31,15 +29,7 @@ TARGETS = (
 
 def test_smoke_run_writes_every_section_and_variant(tmp_path: Path) -> None:
     report = tmp_path / "benchmarks.md"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--output", str(report)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
+    run_module("bench", "--smoke", "--output", str(report))
     text = report.read_text()
     for heading in SECTIONS:
         assert f"\n{heading}\n" in text, heading

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 from bench.export_cost import VARIANTS
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench._run import run_module
 
 
 def test_smoke_run_reports_every_variant() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.export_cost", "--reps", "1", "--calls", "1", "--turns", "2"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
+    done = run_module("bench.export_cost", "--reps", "1", "--calls", "1", "--turns", "2")
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and not line.startswith("| Variant")]
     cells = {row.split(" | ")[0].removeprefix("| "): row.removesuffix(" |").split(" | ") for row in rows}
     assert list(cells) == [label for _, _, label in VARIANTS]
