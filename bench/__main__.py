@@ -455,7 +455,7 @@ class Report:
             "call, in fresh processes. The difference is taken per turn (`summary.turns[i].voice_to_voice_s`, "
             "on minus off, the same turn of the same pair).",
             "",
-            "| Pairs (turns × repetitions) | Off: median (ms) | On: median (ms) | Difference p50 (ms) "
+            "| Pairs (turns × pairs of calls) | Off: median (ms) | On: median (ms) | Difference p50 (ms) "
             "| Difference p95 (ms) |",
             "|---|---|---|---|---|",
         ]
