@@ -170,10 +170,15 @@ def sentence(text: str) -> TTSTextFrame:
     return TTSTextFrame(text, **{kind: "sentence"})
 
 
+async def start_realtime(script: Script, transport: Transport, s2s: ScriptedLLM) -> None:
+    """The call starts, and the service announces itself as a realtime (speech-to-speech) one, as Pipecat's do."""
+    await script.push(0, transport, StartFrame())
+    await script.push(0, s2s, LLMServiceMetadataFrame(service_name=s2s.name, is_realtime_service=True))
+
+
 async def play_openai(script: Script, transport: Transport, s2s: ScriptedLLM) -> None:
     push = script.push
-    await push(0, transport, StartFrame())
-    await push(0, s2s, LLMServiceMetadataFrame(service_name=s2s.name, is_realtime_service=True))
+    await start_realtime(script, transport, s2s)
     await reply(script, transport, s2s, 1000, "What's the weather like?", "It is sunny and warm.", OPENAI_USAGE)
     # Turn 2: the caller cuts in; the end frames come at the cut, the usage report after them.
     await push(5000, transport, UserStartedSpeakingFrame())
@@ -292,8 +297,7 @@ def test_turns_of_a_speech_to_speech_call_carry_the_transcripts(langfuse: InMemo
 
 
 async def play_gemini(script: Script, transport: Transport, s2s: ScriptedLLM) -> None:
-    await script.push(0, transport, StartFrame())
-    await script.push(0, s2s, LLMServiceMetadataFrame(service_name=s2s.name, is_realtime_service=True))
+    await start_realtime(script, transport, s2s)
     await reply(script, transport, s2s, 1000, "Book a table.", "For how many people?", GEMINI_USAGE)
     await script.push(6000, transport, EndFrame())
 
@@ -340,8 +344,7 @@ ULTRAVOX = PriceTable(
 
 async def play_timed_session(script: Script, transport: Transport, s2s: ScriptedLLM) -> None:
     push = script.push
-    await push(0, transport, StartFrame())
-    await push(0, s2s, LLMServiceMetadataFrame(service_name=s2s.name, is_realtime_service=True))
+    await start_realtime(script, transport, s2s)
     for at_ms in (1000, 10_000):  # Ultravox reports no usage: each reply only speaks
         await push(at_ms, transport, UserStartedSpeakingFrame())
         await push(at_ms + 1000, transport, UserStoppedSpeakingFrame())
@@ -372,8 +375,7 @@ NOVA_USAGE = LLMTokenUsage(prompt_tokens=900, completion_tokens=300, total_token
 
 
 async def play_nova(script: Script, transport: Transport, s2s: ScriptedLLM) -> None:
-    await script.push(0, transport, StartFrame())
-    await script.push(0, s2s, LLMServiceMetadataFrame(service_name=s2s.name, is_realtime_service=True))
+    await start_realtime(script, transport, s2s)
     await reply(script, transport, s2s, 1000, "Hello?", "Hi there.", NOVA_USAGE)
     await script.push(6000, transport, EndFrame())
 
@@ -407,8 +409,7 @@ def test_usage_a_realtime_service_does_not_split_is_priced_as_text_and_flagged(l
 async def play_gemini_cut(script: Script, transport: Transport, s2s: ScriptedLLM) -> None:
     """Gemini Live's order: audio first, then the response start; when cut, only TTSStoppedFrame, then usage."""
     push = script.push
-    await push(0, transport, StartFrame())
-    await push(0, s2s, LLMServiceMetadataFrame(service_name=s2s.name, is_realtime_service=True))
+    await start_realtime(script, transport, s2s)
     await push(1000, transport, UserStartedSpeakingFrame())
     await push(2000, transport, UserStoppedSpeakingFrame())
     await push(2100, s2s, TranscriptionFrame("Tell me a story.", "", "t"), direction=FrameDirection.UPSTREAM)
@@ -439,8 +440,7 @@ def test_a_cut_gemini_reply_ends_at_the_cut_and_keeps_its_late_report(langfuse: 
 async def play_text_only_realtime(script: Script, transport: Transport, s2s: ScriptedLLM) -> None:
     """A realtime service answering in text (xAI, Azure Voice Live report no audio tokens to Pipecat)."""
     push = script.push
-    await push(0, transport, StartFrame())
-    await push(0, s2s, LLMServiceMetadataFrame(service_name=s2s.name, is_realtime_service=True))
+    await start_realtime(script, transport, s2s)
     await push(1000, transport, UserStartedSpeakingFrame())
     await push(2000, transport, UserStoppedSpeakingFrame())
     await push(2200, s2s, LLMFullResponseStartFrame(), LLMTextFrame("Hello."))
